@@ -1,0 +1,1 @@
+"""calql_vision: offline-to-online Cal-QL for robots that see."""

@@ -1,0 +1,151 @@
+"""Typed config schemas and the `key=value` command line shared by every program.
+
+Each program declares a dataclass schema; every field carries a `help` string, so
+`--help` explains itself. Group keys (`task=<name>`) load `configs/<group>/<name>.yaml`
+into that section. The merge runs in OmegaConf struct mode: a misspelt key is an error that
+lists the valid keys.
+"""
+from __future__ import annotations
+
+import dataclasses
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
+
+CONFIG_ROOT = Path(__file__).resolve().parent.parent / "configs"
+
+
+def doc(default: Any, help: str) -> Any:
+    """A dataclass field with a help string (lists and dicts get a default_factory)."""
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda: type(default)(default), metadata={"help": help})
+    return field(default=default, metadata={"help": help})
+
+
+@dataclass
+class TaskConfig:
+    name: str = doc("lift_visual", "task name; configs/task/<name>.yaml")
+    env_name: str = doc("Lift", "robosuite environment class, e.g. Lift, PickPlaceCan")
+    robot: str = doc("Panda", "robosuite robot (default composite OSC_POSE controller)")
+    cameras: list = doc(["agentview"], "cameras rendered into the observation")
+    image_size: int = doc(84, "square camera resolution in pixels")
+    horizon: int = doc(100, "steps before an episode is truncated")
+    control_freq: int = doc(20, "control steps per second")
+    proprio_keys: list = doc(
+        ["robot0_eef_pos", "robot0_eef_quat", "robot0_gripper_qpos"],
+        "low-dim keys concatenated into the proprioception vector",
+    )
+    scripted_policy: str = doc("lift", "scripted demonstrator: lift | pick_place")
+    demo_episodes: int = doc(100, "episodes in the task's default demonstration set")
+    demo_noise: float = doc(0.3, "action-noise std of the default demonstration set")
+
+
+@dataclass
+class CollectConfig:
+    task: TaskConfig = field(default_factory=TaskConfig)
+    episodes: int = doc(50, "number of episodes to roll out")
+    noise: float = doc(0.0, "std of Gaussian noise added to the scripted actions (then clipped)")
+    out: str = doc("data/demos.hdf5", "output HDF5 file (robomimic layout)")
+    seed: int = doc(0, "seed of episode i is seed + i; noise is seeded from it too")
+    only_success: bool = doc(False, "keep only successful episodes")
+    valid_fraction: float = doc(0.1, "fraction of demos listed in mask/valid (the rest in mask/train)")
+
+
+class ConfigError(ValueError):
+    """A bad command line or config file; the message says what is valid."""
+
+
+def _help_lines(schema: type, prefix: str = "") -> list[str]:
+    lines = []
+    for f in dataclasses.fields(schema):
+        name = f"{prefix}{f.name}"
+        if dataclasses.is_dataclass(f.type if isinstance(f.type, type) else None) or (
+            f.default_factory is not dataclasses.MISSING and dataclasses.is_dataclass(f.default_factory())
+        ):
+            sub = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.type
+            lines.append(f"  {name}=<name>".ljust(34) + f"load configs/{f.name}/<name>.yaml")
+            lines += _help_lines(type(sub), prefix=f"{name}.")
+            continue
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        lines.append(f"  {name}={default}".ljust(34) + f.metadata.get("help", ""))
+    return lines
+
+
+def format_help(schema: type, program: str, description: str) -> str:
+    return "\n".join(
+        [f"usage: python -m {program} [key=value ...]", "", description.strip(), "", "keys (default, meaning):"]
+        + _help_lines(schema)
+    )
+
+
+def _group_names(schema: type) -> list[str]:
+    return [
+        f.name
+        for f in dataclasses.fields(schema)
+        if f.default_factory is not dataclasses.MISSING and dataclasses.is_dataclass(f.default_factory())
+    ]
+
+
+def load_group_file(group: str, name: str) -> DictConfig:
+    path = CONFIG_ROOT / group / f"{name}.yaml"
+    if not path.is_file():
+        available = sorted(p.stem for p in (CONFIG_ROOT / group).glob("*.yaml"))
+        raise ConfigError(f"{group}={name}: no file {path}; available: {available}")
+    return OmegaConf.load(path)
+
+
+def _valid_keys(node: Any) -> list[str]:
+    return sorted(node.keys()) if isinstance(node, DictConfig) else []
+
+
+def _merge(base: DictConfig, update: DictConfig, source: str) -> DictConfig:
+    try:
+        return OmegaConf.merge(base, update)
+    except (ConfigAttributeError, ConfigKeyError) as error:
+        key = getattr(error, "full_key", None) or str(error)
+        parent = base
+        parts = str(key).split(".")
+        for part in parts[:-1]:
+            parent = parent.get(part) if isinstance(parent, DictConfig) and part in parent else None
+        raise ConfigError(
+            f"unknown config key '{key}' (from {source}); valid keys here: {_valid_keys(parent)}"
+        ) from None
+    except OmegaConfBaseException as error:
+        raise ConfigError(f"bad config value (from {source}): {error}") from None
+
+
+def load_config(
+    schema: type,
+    argv: Sequence[str],
+    program: str,
+    description: str,
+    presets: dict[str, dict] | None = None,
+) -> DictConfig:
+    """Schema defaults <- group files (`task=...`) <- preset <- `key=value` overrides."""
+    argv = list(argv)
+    if any(a in ("-h", "--help") for a in argv):
+        print(format_help(schema, program, description))
+        sys.exit(0)
+    groups = _group_names(schema)
+    config = OmegaConf.structured(schema)
+    OmegaConf.set_struct(config, True)
+    overrides = []
+    for arg in argv:
+        if "=" not in arg:
+            raise ConfigError(f"arguments are key=value pairs, got '{arg}' (see --help)")
+        key, value = arg.split("=", 1)
+        if key in groups:
+            group_config = load_group_file(key, value)
+            config = _merge(config, OmegaConf.create({key: group_config}), f"configs/{key}/{value}.yaml")
+        elif key == "preset":
+            if not presets or value not in presets:
+                raise ConfigError(f"preset={value}: unknown; available: {sorted(presets or {})}")
+            config = _merge(config, OmegaConf.create(presets[value]), f"preset={value}")
+        else:
+            overrides.append(arg)
+    config = _merge(config, OmegaConf.from_dotlist(overrides), "the command line")
+    return config
