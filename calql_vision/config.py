@@ -71,7 +71,10 @@ def _help_lines(schema: type, prefix: str = "") -> list[str]:
             lines += _help_lines(type(sub), prefix=f"{name}.")
             continue
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
-        lines.append(f"  {name}={default}".ljust(34) + f.metadata.get("help", ""))
+        entry = f"  {name}={default}"
+        # Long defaults push the explanation onto its own line.
+        pad = "\n" + " " * 34 if len(entry) >= 34 else ""
+        lines.append(entry.ljust(34) + pad + f.metadata.get("help", ""))
     return lines
 
 

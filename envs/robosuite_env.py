@@ -71,6 +71,12 @@ class RobosuiteVisualEnv:
         )
         self._robosuite_version = robosuite.__version__
         self._env = robosuite.make(env_name, seed=seed, **self.env_kwargs)
+        # robosuite samples observations on the FIRST physics substep of a control step, so
+        # its obs lag the true state by almost a whole step (and no longer match get_state(),
+        # which breaks state replay). We stop its own sampling and read every observation
+        # once, at the end of each step: one render per step, as before, but current.
+        for name in self._env._observables:
+            self._env.modify_observable(name, "sampling_rate", 1e-9)
         # The manipulated object's world position, for scripted demonstrators: robosuite
         # names it "<object>_pos" (cube_pos, Can_pos); object-state orders differ per task.
         # Only the active objects' observables are returned (PickPlaceCan declares all four).
@@ -127,7 +133,11 @@ class RobosuiteVisualEnv:
             raise ValueError(f"action must have shape ({self.action_dim},), got {action.shape}")
         if not np.all(np.isfinite(action)):
             raise ValueError(f"action contains non-finite values: {action}")
-        self._raw, _, _, _ = self._env.step(np.clip(action, -1.0, 1.0))
+        self._env.step(np.clip(action, -1.0, 1.0))
+        # mj_step leaves positions (xpos) one physics substep behind qpos; recompute them so
+        # the frame shows exactly the state that get_state() returns.
+        self._env.sim.forward()
+        self._raw = self._env._get_observations(force_update=True)
         self._steps += 1
         success = bool(self._env._check_success())
         terminated = success

@@ -1,0 +1,442 @@
+"""Load robomimic-layout HDF5 demonstrations into a transition dataset that holds each frame once.
+
+Works on our own collected files and on robomimic's / MimicGen's released image datasets
+(layout and reward rules: docs data.md). Real image files are tens of GB, so the loader
+validates everything it can from metadata and low-dimensional arrays first, then allocates
+the frame buffers once and reads each demo's images straight into them in small chunks:
+peak memory is the final arrays plus one chunk, never two copies of the frames.
+"""
+from __future__ import annotations
+
+import os
+import re
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass, field, fields
+
+import h5py
+import numpy as np
+from tqdm.auto import tqdm
+
+from datasets.reward_to_go import reward_to_go, transform_rewards
+
+# Frames read per h5py call when copying images into the buffer: bounds the scratch memory
+# (64 frames of 84x84x3 is 1.3 MB) while keeping the number of HDF5 reads small.
+READ_CHUNK_FRAMES = 64
+# Recorded actions come from float64 controllers and may overshoot +-1 by rounding only.
+ACTION_TOLERANCE = 1e-6
+
+_DEMO_NAME = re.compile(r"^demo_(\d+)$")
+
+
+class DatasetError(ValueError):
+    """A file that does not follow the robomimic layout; the message names file, demo and key."""
+
+
+class DatasetFileNotFoundError(DatasetError, FileNotFoundError):
+    """The dataset path does not exist (catchable as DatasetError or FileNotFoundError)."""
+
+
+@dataclass
+class TransitionDataset:
+    """Offline transitions over frames stored once.
+
+    Memory layout (F frames, T transitions; for a demo of N steps):
+
+    * `images[key]` is uint8 (F, C, H, W), upright as stored, channel-first. Demo d owns the
+      contiguous frame block [f_d, f_d + N + 1): its N observations s_0..s_{N-1}, then one
+      extra frame, the final next observation s_N. Nothing else holds frames.
+    * `proprio` is float32 (F, P): the proprio keys concatenated in the given order, per frame.
+    * Transition t is (frame obs_index[t], actions[t], rewards[t], frame next_obs_index[t]);
+      next_obs_index == obs_index + 1 always, because each demo's frames are consecutive.
+    * Files without `next_obs` (MimicGen) have no s_N. A demo whose last done is 1 keeps its
+      final transition as a terminal, and its extra frame is a copy of s_{N-1} (a terminal
+      target never reads it). Otherwise the final transition is dropped: N - 1 transitions
+      over N frames, and the new last transition is a truncation.
+    * `terminals` (done = 1: the episode truly ended, no bootstrap) and `truncations` (last
+      transition of a demo that did not end in a terminal: bootstrap there) are separate.
+    * `rewards` are transformed, r' = reward_scale * r + reward_bias; `reward_to_go` is the
+      Monte-Carlo return per demo (datasets.reward_to_go) with the same gamma and transform.
+    """
+
+    path: str
+    images: dict[str, np.ndarray]
+    proprio: np.ndarray
+    obs_index: np.ndarray
+    next_obs_index: np.ndarray
+    actions: np.ndarray
+    rewards: np.ndarray
+    terminals: np.ndarray
+    truncations: np.ndarray
+    reward_to_go: np.ndarray
+    demo_names: list[str]
+    demo_of_transition: np.ndarray
+    proprio_keys: list[str] = field(default_factory=list)
+    gamma: float = 0.99
+    reward_scale: float = 1.0
+    reward_bias: float = 0.0
+
+    def __post_init__(self) -> None:
+        # Buffers built by hand (tests, converters) get the same shape contract as loaded ones.
+        num_transitions = len(self.actions)
+        for name in ("obs_index", "next_obs_index", "rewards", "terminals", "truncations",
+                     "reward_to_go", "demo_of_transition"):
+            if len(getattr(self, name)) != num_transitions:
+                raise ValueError(f"TransitionDataset: {name} has {len(getattr(self, name))} "
+                                 f"entries, actions has {num_transitions}")
+        for key, frames in self.images.items():
+            if frames.dtype != np.uint8 or frames.ndim != 4 or len(frames) != len(self.proprio):
+                raise ValueError(f"TransitionDataset: images[{key!r}] must be uint8 (F, C, H, W) "
+                                 f"with F = {len(self.proprio)}, got {frames.dtype} {frames.shape}")
+
+    def __len__(self) -> int:
+        return len(self.actions)
+
+    @property
+    def num_frames(self) -> int:
+        return len(self.proprio)
+
+    @property
+    def num_demos(self) -> int:
+        return len(self.demo_names)
+
+    @property
+    def image_keys(self) -> list[str]:
+        return list(self.images)
+
+    @property
+    def image_shapes(self) -> dict[str, tuple[int, int, int]]:
+        """(C, H, W) per image key."""
+        return {key: tuple(frames.shape[1:]) for key, frames in self.images.items()}
+
+    @property
+    def action_dim(self) -> int:
+        return self.actions.shape[1]
+
+    @property
+    def proprio_dim(self) -> int:
+        return self.proprio.shape[1]
+
+    @property
+    def demo_success(self) -> np.ndarray:
+        """bool (num_demos,): the demo's last transition is a terminal (it ended in success)."""
+        last = np.full(self.num_demos, -1, dtype=np.int64)
+        np.maximum.at(last, self.demo_of_transition, np.arange(len(self)))
+        success = np.zeros(self.num_demos, dtype=bool)
+        has_any = last >= 0
+        success[has_any] = self.terminals[last[has_any]] > 0
+        return success
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes held by all arrays of the dataset."""
+        total = sum(frames.nbytes for frames in self.images.values())
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, np.ndarray):
+                total += value.nbytes
+        return total
+
+
+@dataclass
+class _DemoPlan:
+    """What one demo contributes, decided and validated before any image is read."""
+
+    name: str
+    num_steps: int  # N, rows in the file
+    num_transitions: int  # N, or N - 1 when the final transition is dropped
+    num_frames: int  # num_transitions + 1
+    final_frame: str  # "next_obs": s_N from the file; "repeat": copy of s_{N-1}; "none"
+    actions: np.ndarray
+    rewards_raw: np.ndarray
+    dones: np.ndarray
+    proprio: np.ndarray  # (num_frames, P) float32
+    proprio_dims: dict[str, int]
+    image_hw: dict[str, tuple[int, int]]
+
+
+def load_robomimic_hdf5(
+    path: str | os.PathLike,
+    image_keys: Sequence[str],
+    proprio_keys: Sequence[str],
+    *,
+    gamma: float = 0.99,
+    reward_scale: float = 1.0,
+    reward_bias: float = 0.0,
+    filter_key: str | None = None,
+    max_demos: int | None = None,
+    show_progress: bool = True,
+) -> TransitionDataset:
+    """Read demos (sorted by number; optionally those in mask/<filter_key>, the first max_demos).
+
+    Raises DatasetError, naming file, demo and key, for anything that breaks the layout; all
+    checks run before the frame buffers are allocated.
+    """
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise DatasetFileNotFoundError(2, f"{path}: no such dataset file", path)
+    image_keys, proprio_keys = list(image_keys), list(proprio_keys)
+    try:
+        handle = h5py.File(path, "r")
+    except OSError as error:
+        raise DatasetError(f"{path}: not a readable HDF5 file ({error})") from error
+    with handle:
+        data = _data_group(handle, path)
+        names = _select_demos(handle, data, path, filter_key, max_demos)
+        plans = []
+        for name in tqdm(names, desc=f"checking {os.path.basename(path)}", unit="demo",
+                         disable=not show_progress):
+            plan = _plan_demo(data[name], path, name, image_keys, proprio_keys)
+            if plan.num_transitions == 0:
+                warnings.warn(f"{path}, demo '{name}': its only transition has no next "
+                              "observation and is not terminal; demo skipped", stacklevel=2)
+                continue
+            plans.append(plan)
+        if not plans:
+            raise DatasetError(f"{path}, key 'data': no demo with a usable transition")
+        _check_across_demos(plans, path, image_keys)
+        images = _allocate_images(plans, image_keys)
+        offset = 0
+        for plan in tqdm(plans, desc=f"loading {os.path.basename(path)}", unit="demo",
+                         disable=not show_progress):
+            for key in image_keys:
+                _read_demo_frames(data[plan.name], key, plan, images[key][offset : offset + plan.num_frames])
+            offset += plan.num_frames
+    return _assemble(path, plans, images, proprio_keys, gamma, reward_scale, reward_bias)
+
+
+def _error(path: str, demo: str | None, key: str | None, problem: str) -> DatasetError:
+    where = path + (f", demo '{demo}'" if demo else "") + (f", key '{key}'" if key else "")
+    return DatasetError(f"{where}: {problem}")
+
+
+def _data_group(handle: h5py.File, path: str) -> h5py.Group:
+    if not isinstance(handle.get("data"), h5py.Group):
+        raise _error(path, None, "data", "missing group 'data' (robomimic layout: data/demo_<i>/...)")
+    return handle["data"]
+
+
+def _demo_number(path: str, name: str) -> int:
+    match = _DEMO_NAME.match(name)
+    if match is None:
+        raise _error(path, name, f"data/{name}", "entries of 'data' must be named demo_<int>")
+    return int(match.group(1))
+
+
+def _select_demos(handle: h5py.File, data: h5py.Group, path: str, filter_key: str | None,
+                  max_demos: int | None) -> list[str]:
+    # Lexical order would put demo_10 before demo_2 and scramble any index-based split.
+    names = sorted(data.keys(), key=lambda name: _demo_number(path, name))
+    if filter_key is not None:
+        masks = handle.get("mask")
+        available = sorted(masks.keys()) if isinstance(masks, h5py.Group) else []
+        if filter_key not in available:
+            raise _error(path, None, f"mask/{filter_key}",
+                         f"no such filter key; available mask keys: {available or 'none'}")
+        wanted = [n.decode() if isinstance(n, bytes) else str(n) for n in masks[filter_key][()]]
+        missing = sorted(set(wanted) - set(names))
+        if missing:
+            raise _error(path, missing[0], f"mask/{filter_key}",
+                         f"lists {len(missing)} demo(s) absent from 'data': {missing[:5]}")
+        wanted_set = set(wanted)
+        names = [name for name in names if name in wanted_set]
+    if max_demos is not None:
+        names = names[:max_demos]
+    if not names:
+        selection = f" in mask/{filter_key}" if filter_key is not None else ""
+        raise _error(path, None, "data", f"no demos{selection} (expected groups data/demo_<int>)")
+    return names
+
+
+def _require(demo: h5py.Group, path: str, name: str, key: str) -> h5py.Dataset:
+    item = demo.get(key)
+    if not isinstance(item, h5py.Dataset):
+        raise _error(path, name, key, "missing (each demo needs actions, rewards, dones, and "
+                                      "obs/<key>, plus next_obs/<key> when next_obs exists, "
+                                      "for every requested key)")
+    return item
+
+
+def _plan_demo(demo: h5py.Group, path: str, name: str, image_keys: list[str],
+               proprio_keys: list[str]) -> _DemoPlan:
+    if not isinstance(demo, h5py.Group):
+        raise _error(path, name, f"data/{name}", "expected a group")
+    actions = _require(demo, path, name, "actions")
+    if actions.ndim != 2 or actions.shape[0] == 0 or actions.shape[1] == 0:
+        raise _error(path, name, "actions", f"expected shape (N, A) with N, A >= 1, got {actions.shape}")
+    n = actions.shape[0]
+    has_next = isinstance(demo.get("next_obs"), h5py.Group)
+    sections = ("obs", "next_obs") if has_next else ("obs",)
+
+    # Shapes first: these cost nothing to read and catch most broken files.
+    for key in ("rewards", "dones"):
+        if _require(demo, path, name, key).shape != (n,):
+            raise _error(path, name, key, f"expected shape (N,) with N = {n} (len(actions)), "
+                                          f"got {demo[key].shape}")
+    image_hw = {}
+    for key in image_keys:
+        for section in sections:
+            frames = _require(demo, path, name, f"{section}/{key}")
+            if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[3] != 3 or len(frames) != n:
+                raise _error(path, name, f"{section}/{key}",
+                             f"expected uint8 images of shape (N, H, W, 3) with N = {n} "
+                             f"(len(actions)), got {frames.dtype} {frames.shape}")
+        image_hw[key] = tuple(demo[f"obs/{key}"].shape[1:3])
+        if has_next and demo[f"next_obs/{key}"].shape != demo[f"obs/{key}"].shape:
+            raise _error(path, name, f"next_obs/{key}",
+                         f"shape {demo[f'next_obs/{key}'].shape} differs from obs/{key} {demo[f'obs/{key}'].shape}")
+    for key in proprio_keys:
+        for section in sections:
+            values = _require(demo, path, name, f"{section}/{key}")
+            if len(values) != n:
+                raise _error(path, name, f"{section}/{key}",
+                             f"expected length N = {n} (len(actions)), got shape {values.shape}")
+
+    actions = _finite(demo, path, name, "actions")
+    if np.abs(actions).max() > 1.0 + ACTION_TOLERANCE:
+        t = int(np.abs(actions).max(axis=1).argmax())
+        raise _error(path, name, "actions", f"expected values in [-1, 1]; step {t} has {actions[t].tolist()}")
+    rewards = _finite(demo, path, name, "rewards")
+    dones = _finite(demo, path, name, "dones")
+    if not np.isin(dones, (0, 1)).all():
+        raise _error(path, name, "dones", f"expected 0/1 values, got {np.unique(dones)[:10].tolist()}")
+    obs_proprio = _proprio(demo, path, name, "obs", proprio_keys, n)
+
+    if has_next:
+        num_transitions, final_frame = n, "next_obs"
+        final_proprio = _proprio(demo, path, name, "next_obs", proprio_keys, n)
+        _check_next_is_shifted(demo, path, name, image_keys, proprio_keys, obs_proprio, final_proprio)
+        proprio = np.concatenate([obs_proprio, final_proprio[-1:]])
+    elif dones[-1] == 1:
+        # Ended in success: keep the terminal; its target never reads the (repeated) next frame.
+        num_transitions, final_frame = n, "repeat"
+        proprio = np.concatenate([obs_proprio, obs_proprio[-1:]])
+    else:
+        # No s_N and no terminal: the last transition's target would need a frame we lack.
+        num_transitions, final_frame = n - 1, "none"
+        proprio = obs_proprio
+    return _DemoPlan(
+        name=name, num_steps=n, num_transitions=num_transitions, num_frames=num_transitions + 1,
+        final_frame=final_frame, actions=actions[:num_transitions].astype(np.float32),
+        rewards_raw=rewards[:num_transitions], dones=dones[:num_transitions],
+        proprio=proprio[: num_transitions + 1], image_hw=image_hw,
+        proprio_dims={key: int(np.prod(demo[f"obs/{key}"].shape[1:])) for key in proprio_keys},
+    )
+
+
+def _finite(group: h5py.Group, path: str, name: str, key: str) -> np.ndarray:
+    values = group[key][()]
+    if not np.issubdtype(values.dtype, np.number) and values.dtype != np.bool_:
+        raise _error(path, name, key, f"expected a numeric array, got dtype {values.dtype}")
+    values = values.astype(np.float64)
+    if not np.isfinite(values).all():
+        bad = np.argwhere(~np.isfinite(values))[0].tolist()
+        raise _error(path, name, key, f"expected finite values; NaN/inf at index {bad}")
+    return values
+
+
+def _proprio(demo: h5py.Group, path: str, name: str, section: str, keys: list[str], n: int) -> np.ndarray:
+    parts = [_finite(demo, path, name, f"{section}/{key}").reshape(n, -1) for key in keys]
+    return np.concatenate(parts, axis=1).astype(np.float32) if parts else np.zeros((n, 0), np.float32)
+
+
+def _check_next_is_shifted(demo: h5py.Group, path: str, name: str, image_keys: list[str],
+                           proprio_keys: list[str], obs_proprio: np.ndarray,
+                           next_proprio: np.ndarray) -> None:
+    """Frames are shared, so next_obs[t] must be obs[t + 1]; check it where it is cheap."""
+    if len(obs_proprio) < 2:
+        return
+    if proprio_keys and not np.allclose(next_proprio[:-1], obs_proprio[1:], atol=1e-5):
+        raise _error(path, name, f"next_obs/{proprio_keys[0]}",
+                     "next_obs[t] differs from obs[t + 1]; the loader shares frames between them")
+    for key in image_keys:  # one frame per demo: reading them all would double the I/O
+        if not np.array_equal(demo[f"next_obs/{key}"][0], demo[f"obs/{key}"][1]):
+            raise _error(path, name, f"next_obs/{key}",
+                         "next_obs[0] differs from obs[1]; the loader shares frames between them")
+
+
+def _check_across_demos(plans: list[_DemoPlan], path: str, image_keys: list[str]) -> None:
+    first = plans[0]
+    for plan in plans[1:]:
+        if plan.actions.shape[1] != first.actions.shape[1]:
+            raise _error(path, plan.name, "actions",
+                         f"action dimension {plan.actions.shape[1]} differs from {first.name}'s "
+                         f"{first.actions.shape[1]}")
+        for key, dim in plan.proprio_dims.items():
+            if dim != first.proprio_dims[key]:
+                raise _error(path, plan.name, f"obs/{key}",
+                             f"{dim} values per step differ from {first.name}'s {first.proprio_dims[key]}")
+        for key in image_keys:
+            if plan.image_hw[key] != first.image_hw[key]:
+                raise _error(path, plan.name, f"obs/{key}",
+                             f"image size (H, W) = {plan.image_hw[key]} differs from "
+                             f"{first.name}'s {first.image_hw[key]}")
+
+
+def _allocate_images(plans: list[_DemoPlan], image_keys: list[str]) -> dict[str, np.ndarray]:
+    num_frames = sum(plan.num_frames for plan in plans)
+    return {key: np.empty((num_frames, 3, *plans[0].image_hw[key]), dtype=np.uint8) for key in image_keys}
+
+
+def _read_demo_frames(demo: h5py.Group, key: str, plan: _DemoPlan, out: np.ndarray) -> None:
+    """Fill `out` (num_frames, C, H, W) with the demo's frames, HWC -> CHW, chunk by chunk."""
+    source = demo[f"obs/{key}"]
+    num_obs = min(plan.num_steps, plan.num_frames)  # the "none" case has no extra frame
+    chunk = min(READ_CHUNK_FRAMES, num_obs)
+    scratch = np.empty((chunk, *source.shape[1:]), dtype=np.uint8)
+    for start in range(0, num_obs, chunk):
+        stop = min(start + chunk, num_obs)
+        source.read_direct(scratch, source_sel=np.s_[start:stop], dest_sel=np.s_[0 : stop - start])
+        out[start:stop] = scratch[: stop - start].transpose(0, 3, 1, 2)
+    if plan.final_frame == "next_obs":
+        out[num_obs] = demo[f"next_obs/{key}"][plan.num_steps - 1].transpose(2, 0, 1)
+    elif plan.final_frame == "repeat":
+        out[num_obs] = out[num_obs - 1]
+
+
+def _assemble(path: str, plans: list[_DemoPlan], images: dict[str, np.ndarray], proprio_keys: list[str],
+              gamma: float, reward_scale: float, reward_bias: float) -> TransitionDataset:
+    obs_index, truncations, returns, demo_of_transition = [], [], [], []
+    offset = 0
+    for i, plan in enumerate(plans):
+        obs_index.append(offset + np.arange(plan.num_transitions, dtype=np.int64))
+        truncated = np.zeros(plan.num_transitions, dtype=np.float32)
+        truncated[-1] = float(plan.dones[-1] == 0)
+        truncations.append(truncated)
+        returns.append(reward_to_go(plan.rewards_raw, plan.dones, gamma, reward_scale, reward_bias))
+        demo_of_transition.append(np.full(plan.num_transitions, i, dtype=np.int32))
+        offset += plan.num_frames
+    obs_index_all = np.concatenate(obs_index)
+    rewards_raw = np.concatenate([plan.rewards_raw for plan in plans])
+    return TransitionDataset(
+        path=path,
+        images=images,
+        proprio=np.concatenate([plan.proprio for plan in plans]),
+        obs_index=obs_index_all,
+        next_obs_index=obs_index_all + 1,
+        actions=np.concatenate([plan.actions for plan in plans]),
+        rewards=transform_rewards(rewards_raw, reward_scale, reward_bias),
+        terminals=np.concatenate([plan.dones for plan in plans]).astype(np.float32),
+        truncations=np.concatenate(truncations),
+        reward_to_go=np.concatenate(returns),
+        demo_names=[plan.name for plan in plans],
+        demo_of_transition=np.concatenate(demo_of_transition),
+        proprio_keys=list(proprio_keys),
+        gamma=gamma,
+        reward_scale=reward_scale,
+        reward_bias=reward_bias,
+    )
+
+
+def describe(dataset: TransitionDataset) -> str:
+    """One paragraph for CLIs: what was loaded and what it costs in memory."""
+    shapes = ", ".join(f"{key} {shape}" for key, shape in dataset.image_shapes.items()) or "none"
+    success = dataset.demo_success
+    return (
+        f"{dataset.path}: {dataset.num_demos} demos, {len(dataset)} transitions, "
+        f"{dataset.num_frames} frames; images (C, H, W): {shapes}; proprio dim {dataset.proprio_dim} "
+        f"({', '.join(dataset.proprio_keys) or 'none'}); action dim {dataset.action_dim}; "
+        f"success {success.mean():.0%} of demos ({int(success.sum())}/{len(success)}), "
+        f"{int(dataset.terminals.sum())} terminals, {int(dataset.truncations.sum())} truncations; "
+        f"{dataset.nbytes / 2**20:.1f} MiB in memory."
+    )

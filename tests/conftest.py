@@ -1,0 +1,38 @@
+"""Shared fixtures. Tests run from the repository root (./run.sh python -m pytest tests)."""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("MUJOCO_GL", "egl")
+os.environ.setdefault("PYOPENGL_PLATFORM", "egl")
+
+
+def task_config(name: str, **overrides):
+    """The task's real config file, with optional field overrides."""
+    from omegaconf import OmegaConf
+
+    from calql_vision.config import TaskConfig, load_group_file
+
+    config = OmegaConf.merge(OmegaConf.structured(TaskConfig), load_group_file("task", name))
+    for key, value in overrides.items():
+        config[key] = value
+    return config
+
+
+@pytest.fixture(scope="session")
+def lift_demos(tmp_path_factory) -> Path:
+    """Four noisy scripted Lift episodes with a short horizon (some fail), written once."""
+    from calql_vision.collect import collect_demonstrations
+
+    out = tmp_path_factory.mktemp("demos") / "lift.hdf5"
+    collect_demonstrations(
+        task_config("lift_visual", horizon=60, image_size=48),
+        episodes=4, noise=0.6, out=str(out), seed=3, show_progress=False, valid_fraction=0.25,
+    )
+    return out
