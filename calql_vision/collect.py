@@ -113,6 +113,9 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except RuntimeError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
     print(
         f"wrote {stats['demos_written']} demos to {stats['out']}: scripted success "
         f"{stats['success_rate']:.0%} over {stats['episodes']} episodes, mean length {stats['mean_length']:.0f} steps"

@@ -282,15 +282,14 @@ def _plan_demo(demo: h5py.Group, path: str, name: str, image_keys: list[str],
                              f"expected uint8 images of shape (N, H, W, 3) with N = {n} "
                              f"(len(actions)), got {frames.dtype} {frames.shape}")
         image_hw[key] = tuple(demo[f"obs/{key}"].shape[1:3])
-        if has_next and demo[f"next_obs/{key}"].shape != demo[f"obs/{key}"].shape:
-            raise _error(path, name, f"next_obs/{key}",
-                         f"shape {demo[f'next_obs/{key}'].shape} differs from obs/{key} {demo[f'obs/{key}'].shape}")
+        _check_same_shape(demo, path, name, key, has_next)
     for key in proprio_keys:
         for section in sections:
             values = _require(demo, path, name, f"{section}/{key}")
-            if len(values) != n:
+            if values.ndim == 0 or values.shape[0] != n:
                 raise _error(path, name, f"{section}/{key}",
                              f"expected length N = {n} (len(actions)), got shape {values.shape}")
+        _check_same_shape(demo, path, name, key, has_next)
 
     actions = _finite(demo, path, name, "actions")
     if np.abs(actions).max() > 1.0 + ACTION_TOLERANCE:
@@ -322,6 +321,12 @@ def _plan_demo(demo: h5py.Group, path: str, name: str, image_keys: list[str],
         proprio=proprio[: num_transitions + 1], image_hw=image_hw,
         proprio_dims={key: int(np.prod(demo[f"obs/{key}"].shape[1:])) for key in proprio_keys},
     )
+
+
+def _check_same_shape(demo: h5py.Group, path: str, name: str, key: str, has_next: bool) -> None:
+    if has_next and demo[f"next_obs/{key}"].shape != demo[f"obs/{key}"].shape:
+        raise _error(path, name, f"next_obs/{key}", f"shape {demo[f'next_obs/{key}'].shape} "
+                                                    f"differs from obs/{key} {demo[f'obs/{key}'].shape}")
 
 
 def _finite(group: h5py.Group, path: str, name: str, key: str) -> np.ndarray:

@@ -290,6 +290,13 @@ BROKEN_DEMOS = {
     "short next image": ("next_obs/agentview_image", _truncate("next_obs/agentview_image", 3), r"N = 4"),
     "short proprio": ("obs/robot0_gripper_qpos", _truncate("obs/robot0_gripper_qpos", 3), "length N = 4"),
     "short next proprio": ("next_obs/robot0_eef_pos", _truncate("next_obs/robot0_eef_pos", 2), "length N = 4"),
+    "next proprio width": ("next_obs/robot0_eef_pos",
+                           lambda d: _replace(d, "next_obs/robot0_eef_pos", d["next_obs/robot0_eef_pos"][:, :2]),
+                           r"shape \(4, 2\) differs from obs/robot0_eef_pos \(4, 3\)"),
+    "scalar proprio": ("obs/robot0_eef_pos", lambda d: _replace(d, "obs/robot0_eef_pos", np.float64(1.0)), "length N = 4"),
+    "proprio width across demos": ("obs/robot0_gripper_qpos",
+                                   lambda d: [_replace(d, f"{s}/robot0_gripper_qpos", d[f"{s}/robot0_gripper_qpos"][:, :1])
+                                              for s in ("obs", "next_obs")], "1 values per step differ from demo_0's 2"),
     "float image": ("obs/agentview_image",
                     lambda d: _replace(d, "obs/agentview_image", d["obs/agentview_image"][()].astype(np.float32)),
                     r"expected uint8 images of shape \(N, H, W, 3\).*float32"),
