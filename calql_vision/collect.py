@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from calql_vision.config import CollectConfig, ConfigError, load_config
+from calql_vision.config import exit_cleanly_on_sigterm, CollectConfig, ConfigError, load_config
 
 DESCRIPTION = __doc__.splitlines()[0] + """
 
@@ -105,6 +105,7 @@ def collect_demonstrations(
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    exit_cleanly_on_sigterm()
     try:
         cfg = load_config(CollectConfig, argv, "calql_vision.collect", DESCRIPTION)
         stats = collect_demonstrations(

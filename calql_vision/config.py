@@ -11,7 +11,7 @@ import dataclasses
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Optional, Sequence
 
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
@@ -53,6 +53,14 @@ class CollectConfig:
     seed: int = doc(0, "seed of episode i is seed + i; noise is seeded from it too")
     only_success: bool = doc(False, "keep only successful episodes")
     valid_fraction: float = doc(0.1, "fraction of demos listed in mask/valid (the rest in mask/train)")
+
+
+def exit_cleanly_on_sigterm() -> None:
+    """Turn SIGTERM (kill, a scheduler's stop) into SystemExit, so `finally` blocks and
+    context managers remove temporary files instead of leaving them behind."""
+    import signal
+
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
 
 
 class ConfigError(ValueError):
@@ -127,8 +135,11 @@ def load_config(
     program: str,
     description: str,
     presets: dict[str, dict] | None = None,
+    base: DictConfig | None = None,
 ) -> DictConfig:
-    """Schema defaults <- group files (`task=...`) <- preset <- `key=value` overrides."""
+    """Schema defaults <- `base` <- group files (`task=...`) <- preset <- `key=value` overrides.
+
+    `base` is a saved config (a run directory's config.yaml when resuming)."""
     argv = list(argv)
     if any(a in ("-h", "--help") for a in argv):
         print(format_help(schema, program, description))
@@ -136,6 +147,8 @@ def load_config(
     groups = _group_names(schema)
     config = OmegaConf.structured(schema)
     OmegaConf.set_struct(config, True)
+    if base is not None:
+        config = _merge(config, base, "the saved config")
     overrides = []
     for arg in argv:
         if "=" not in arg:
@@ -152,3 +165,78 @@ def load_config(
             overrides.append(arg)
     config = _merge(config, OmegaConf.from_dotlist(overrides), "the command line")
     return config
+
+
+@dataclass
+class EncoderConfig:
+    kind: str = doc("conv", "image encoder: conv (DrQ-style) | resnet18 (GroupNorm, random init)")
+    channels: int = doc(32, "conv channels per layer (conv encoder)")
+    strides: list = doc([2, 2, 1, 1], "one conv layer per entry, with this stride (conv encoder)")
+    kernel_size: int = doc(3, "conv kernel size (conv encoder)")
+    feature_dim: int = doc(64, "size of the image embedding after the projection")
+    augment_pad: int = doc(4, "random-shift padding in pixels for s and s' in training (0 = off)")
+
+
+@dataclass
+class AlgoConfig:
+    name: str = doc("calql", "algorithm: calql | cql (configs/algo/<name>.yaml)")
+    calibrated: bool = doc(True, "Cal-QL: lift policy-sample Q-values to the reward-to-go (false = CQL)")
+    calibrate_online: bool = doc(True, "keep the calibration bound during online fine-tuning (false = CORL's variant)")
+    cql_weight: float = doc(5.0, "weight w of the CQL regulariser")
+    cql_n_actions: int = doc(10, "N: sampled actions per kind (random, pi(.|s), pi(.|s'))")
+    cql_importance_sample: bool = doc(True, "importance-sampled logsumexp over the 3N sampled actions")
+    cql_max_target_backup: bool = doc(True, "target = max over N next actions of min(target Q1, Q2)")
+    cql_temperature: float = doc(1.0, "temperature T of the logsumexp")
+    cql_lagrange: bool = doc(False, "tune the CQL weight alpha' to keep the gap at cql_target_gap")
+    cql_target_gap: float = doc(0.8, "kappa: target CQL gap of the Lagrange variant")
+    backup_entropy: bool = doc(False, "subtract alpha * log pi in the TD target")
+    discount: float = doc(0.99, "gamma (also used for the reward-to-go)")
+    tau: float = doc(0.005, "Polyak rate of the target critics and their encoder")
+    actor_lr: float = doc(1e-4, "actor learning rate")
+    critic_lr: float = doc(3e-4, "critic (and encoder, and alpha') learning rate")
+    alpha_lr: float = doc(1e-4, "entropy temperature learning rate")
+    init_log_alpha: float = doc(0.0, "initial log of the entropy temperature")
+    target_entropy: Optional[float] = doc(None, "entropy target; null = -action_dim")
+    hidden_dims: list = doc([256, 256], "hidden layers of the policy and Q MLPs")
+
+
+@dataclass
+class TrainConfig:
+    task: TaskConfig = field(default_factory=TaskConfig)
+    algo: AlgoConfig = field(default_factory=AlgoConfig)
+    encoder: EncoderConfig = field(default_factory=EncoderConfig)
+    dataset: Optional[str] = doc(None, "robomimic-layout HDF5 to pretrain on; null = the task's scripted demos (collected once)")
+    filter_key: Optional[str] = doc("train", "mask/<key> of the dataset to train on (all demos if the file has no masks)")
+    max_demos: Optional[int] = doc(None, "use at most this many demos")
+    reward_scale: float = doc(1.0, "r' = scale * r + bias, for both phases")
+    reward_bias: float = doc(-1.0, "r' = scale * r + bias (sparse 0/1 reward -> -1/0)")
+    offline_steps: int = doc(100_000, "gradient steps of offline pretraining")
+    online_env_steps: int = doc(100_000, "environment steps of online fine-tuning")
+    utd: int = doc(1, "gradient updates per online environment step")
+    batch_size: int = doc(256, "transitions per gradient step")
+    mixing_ratio: float = doc(0.5, "offline fraction of every online batch")
+    eval_every: int = doc(5_000, "gradient steps between deterministic evaluations (both phases)")
+    eval_episodes: int = doc(10, "episodes per evaluation (fixed seeds)")
+    log_every: int = doc(1_000, "gradient steps between metric rows")
+    checkpoint_every: int = doc(10_000, "gradient steps between checkpoints")
+    seed: int = doc(0, "seed of networks, sampling and environments")
+    device: str = doc("auto", "auto (CUDA when present) | cpu | cuda | cuda:<i>")
+    precision: str = doc("bf16", "encoder autocast: bf16 | fp32 (losses are always fp32)")
+    threads: int = doc(0, "torch CPU threads; 0 = torch's default")
+    runs_root: str = doc("runs", "run directories go to <runs_root>/<task>/<algo>/<timestamp>")
+    resume: Optional[str] = doc(None, "run directory to continue from its last checkpoint")
+
+
+@dataclass
+class BenchConfig:
+    task: TaskConfig = field(default_factory=TaskConfig)
+    algo: AlgoConfig = field(default_factory=AlgoConfig)
+    encoder: EncoderConfig = field(default_factory=EncoderConfig)
+    batch_size: int = doc(256, "transitions per gradient step")
+    device: str = doc("auto", "auto | cpu | cuda")
+    precision: str = doc("bf16", "encoder autocast: bf16 | fp32")
+    threads: int = doc(0, "torch CPU threads; 0 = torch's default")
+    warmup: int = doc(3, "untimed updates first")
+    windows: int = doc(5, "timed windows; the median is reported")
+    window_updates: int = doc(5, "updates per timed window")
+    env_steps: int = doc(100, "environment steps timed (with rendering)")

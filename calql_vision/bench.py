@@ -1,0 +1,115 @@
+"""Measure what bounds training speed on this machine: gradient updates per second, environment
+steps per second with rendering, and replay bytes per stored transition.
+
+    python -m calql_vision.bench task=lift_visual batch_size=256 encoder.strides=[2,2,1,1]
+"""
+from __future__ import annotations
+
+import statistics
+import sys
+import time
+
+import numpy as np
+import torch
+
+from calql_vision.config import BenchConfig, ConfigError, load_config
+
+DESCRIPTION = __doc__.split("\n\n")[0] + """
+
+Updates are timed on a synthetic batch of the task's image and action shapes (no dataset
+needed): `warmup` untimed updates, then the median of `windows` windows of
+`window_updates` updates each."""
+
+
+def synthetic_batch(image_keys, image_shape, proprio_dim, action_dim, batch_size, device) -> dict:
+    generator = torch.Generator().manual_seed(0)
+
+    def images():
+        return {k: torch.randint(0, 256, (batch_size, *image_shape), dtype=torch.uint8, generator=generator).to(device)
+                for k in image_keys}
+
+    def floats(*shape, low=-1.0, high=1.0):
+        return (torch.rand(*shape, generator=generator) * (high - low) + low).to(device)
+
+    return {
+        "obs": images(), "next_obs": images(),
+        "proprio": floats(batch_size, proprio_dim), "next_proprio": floats(batch_size, proprio_dim),
+        "actions": floats(batch_size, action_dim),
+        "rewards": (torch.rand(batch_size, generator=generator) < 0.05).float().to(device) - 1.0,
+        "terminals": torch.zeros(batch_size, device=device),
+        "truncations": torch.zeros(batch_size, device=device),
+        "reward_to_go": floats(batch_size, low=-100.0, high=0.0),
+    }
+
+
+def time_updates(agent, batch, warmup: int, windows: int, window_updates: int, device) -> list[float]:
+    def sync():
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+
+    for _ in range(warmup):
+        agent.update(batch)
+    sync()
+    rates = []
+    for _ in range(windows):
+        start = time.perf_counter()
+        for _ in range(window_updates):
+            agent.update(batch)
+        sync()
+        rates.append(window_updates / (time.perf_counter() - start))
+    return rates
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    try:
+        cfg = load_config(BenchConfig, argv, "calql_vision.bench", DESCRIPTION)
+    except ConfigError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    from calql_vision.agents import make_agent
+    from calql_vision.replay import FrameReplay
+    from calql_vision.train import resolve_device
+    from encoders.factory import count_parameters
+    from envs import make_env
+
+    if cfg.threads > 0:
+        torch.set_num_threads(cfg.threads)
+    device = resolve_device(cfg.device)
+    task = cfg.task
+    image_keys = [f"{camera}_image" for camera in task.cameras]
+    image_shape = (3, task.image_size, task.image_size)
+    proprio_dim, action_dim = 9, 7
+    agent = make_agent(cfg.algo, cfg.encoder, image_keys, image_shape, proprio_dim, action_dim, device, cfg.precision)
+    batch = synthetic_batch(image_keys, image_shape, proprio_dim, action_dim, cfg.batch_size, device)
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
+    print(f"device: {name}; torch {torch.__version__}")
+    print(f"encoder: {cfg.encoder.kind} {count_parameters(agent.encoder):,} parameters, channels "
+          f"{cfg.encoder.channels}, strides {list(cfg.encoder.strides)}; images {len(image_keys)}x{image_shape}; "
+          f"batch {cfg.batch_size}; precision {cfg.precision}; {cfg.algo.cql_n_actions} CQL actions per kind")
+    rates = time_updates(agent, batch, cfg.warmup, cfg.windows, cfg.window_updates, device)
+    print(f"gradient updates/s: {statistics.median(rates):.2f} (median of {cfg.windows} windows; "
+          f"min {min(rates):.2f}, max {max(rates):.2f})")
+
+    env = make_env(task, seed=0)
+    env.reset(seed=0)
+    rng = np.random.default_rng(0)
+    start = time.perf_counter()
+    for _ in range(cfg.env_steps):
+        _, _, terminated, truncated, _ = env.step(rng.uniform(-1, 1, size=7))
+        if terminated or truncated:
+            env.reset()
+    env_rate = cfg.env_steps / (time.perf_counter() - start)
+    env.close()
+    print(f"environment steps/s: {env_rate:.1f} ({task.env_name}, {len(task.cameras)} camera(s) at "
+          f"{task.image_size}px, rendering included)")
+
+    replay = FrameReplay(1024, {k: image_shape for k in image_keys}, proprio_dim, action_dim)
+    per_transition = replay.bytes_per_transition(mean_episode_length=task.horizon)
+    print(f"replay bytes per stored transition: {per_transition:,.0f} (episodes of {task.horizon} steps; "
+          f"frames stored once, next_obs by index) -> {per_transition * 1e6 / 2**30:.1f} GiB per million")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

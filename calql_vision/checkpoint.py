@@ -1,0 +1,51 @@
+"""Atomic checkpoints: state_dicts of everything, counters and RNG states, never half-written."""
+from __future__ import annotations
+
+import os
+import random
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+
+def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
+    """Write to a temporary file beside `path`, then rename: a kill never leaves half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def capture_rng_states(numpy_rng: np.random.Generator) -> dict[str, Any]:
+    states = {
+        "python": random.getstate(),
+        "torch": torch.get_rng_state(),
+        "numpy_generator": numpy_rng.bit_generator.state,
+    }
+    if torch.cuda.is_available():
+        states["cuda"] = torch.cuda.get_rng_state_all()
+    return states
+
+
+def restore_rng_states(states: dict[str, Any], numpy_rng: np.random.Generator) -> None:
+    random.setstate(states["python"])
+    torch.set_rng_state(states["torch"])
+    numpy_rng.bit_generator.state = states["numpy_generator"]
+    if "cuda" in states and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["cuda"])
+
+
+def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as error:  # a truncated or foreign file
+        raise ValueError(f"cannot read checkpoint {path}: {error}") from error

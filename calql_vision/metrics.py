@@ -1,0 +1,56 @@
+"""Metric rows to metrics.csv and TensorBoard, resumable without duplicate rows."""
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+from typing import Any
+
+# Column order of metrics.csv; update metrics not listed here are appended after them.
+LEADING_COLUMNS = ["phase", "step", "env_step", "eval_success_rate", "eval_return"]
+UPDATE_COLUMNS = [
+    "td_loss", "cql_gap", "bound_rate", "q_data_mean", "mc_return_mean", "actor_loss",
+    "alpha", "entropy", "cql_alpha", "critic_loss", "target_q_mean", "q_random_mean", "q_policy_mean",
+]
+EXTRA_COLUMNS = ["episode_return", "episode_success", "updates_per_s", "env_steps_per_s"]
+COLUMNS = LEADING_COLUMNS + UPDATE_COLUMNS + EXTRA_COLUMNS
+
+
+class MetricsLogger:
+    """One CSV row per log point, plus the same scalars in TensorBoard under phase/name."""
+
+    def __init__(self, run_dir: Path, resume_step: int | None = None) -> None:
+        self.csv_path = run_dir / "metrics.csv"
+        if resume_step is not None and self.csv_path.exists():
+            self._truncate_after(resume_step)
+        new_file = not self.csv_path.exists()
+        self._file = open(self.csv_path, "a", newline="")
+        self._writer = csv.DictWriter(self._file, fieldnames=COLUMNS, extrasaction="ignore")
+        if new_file:
+            self._writer.writeheader()
+            self._file.flush()
+        from torch.utils.tensorboard import SummaryWriter
+
+        # purge_step drops events logged after the checkpoint we resume from.
+        self._tensorboard = SummaryWriter(str(run_dir / "tensorboard"), purge_step=resume_step)
+
+    def _truncate_after(self, step: int) -> None:
+        with open(self.csv_path, newline="") as f:
+            rows = [row for row in csv.DictReader(f) if int(row["step"]) <= step]
+        tmp = self.csv_path.with_suffix(".csv.tmp")
+        with open(tmp, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=COLUMNS, extrasaction="ignore")
+            writer.writeheader()
+            writer.writerows(rows)
+        tmp.replace(self.csv_path)
+
+    def log(self, phase: str, step: int, env_step: int, values: dict[str, Any]) -> None:
+        row = {"phase": phase, "step": step, "env_step": env_step, **values}
+        self._writer.writerow(row)
+        self._file.flush()
+        for key, value in values.items():
+            if value is not None and value == value:  # skip NaN
+                self._tensorboard.add_scalar(f"{phase}/{key}", float(value), step)
+
+    def close(self) -> None:
+        self._file.close()
+        self._tensorboard.close()

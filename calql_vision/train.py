@@ -1,0 +1,348 @@
+"""Cal-QL from pixels: offline pretraining on robot HDF5 logs, then online fine-tuning.
+
+    python -m calql_vision.train task=pick_place_visual
+    python -m calql_vision.train task=lift_visual algo=cql dataset=path/to/demos.hdf5
+    python -m calql_vision.train task=lift_visual preset=quick
+    python -m calql_vision.train resume=runs/lift_visual/calql/<timestamp>
+"""
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+import torch
+from omegaconf import OmegaConf
+from tqdm import tqdm
+
+from calql_vision.config import exit_cleanly_on_sigterm, ConfigError, TrainConfig, load_config
+
+DESCRIPTION = """Offline Cal-QL pretraining on a robomimic-layout HDF5, then online fine-tuning in the
+robosuite task, from pixels. With no `dataset`, the task's scripted demonstrations are
+collected first (data/<task>_scripted_*.hdf5) and reused by later runs. Each run writes
+runs/<task>/<algo>/<timestamp>/ with config.yaml, metrics.csv, tensorboard/, checkpoints/
+and the online replay needed by resume=<run dir>.
+
+Presets: preset=quick runs the whole pipeline (collection included) in minutes on a CPU."""
+
+PRESETS: dict[str, dict[str, Any]] = {
+    # The whole pipeline in under 15 minutes on 2 CPU cores: a small demo set, a small
+    # encoder and batch, short phases. It shows the mechanics, not a trained policy.
+    "quick": {
+        "task": {"demo_episodes": 20, "image_size": 64},
+        "encoder": {"channels": 16, "strides": [2, 2, 2, 1]},
+        "offline_steps": 1000,
+        "online_env_steps": 600,
+        "batch_size": 64,
+        "eval_every": 500,
+        "eval_episodes": 3,
+        "log_every": 50,
+        "checkpoint_every": 500,
+    },
+}
+
+
+# ---------------------------------------------------------------------- setup helpers
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device={name} but CUDA is not available here; use device=cpu or device=auto")
+    return device
+
+
+def default_dataset_path(task) -> Path:
+    noise = f"{task.demo_noise:g}".replace(".", "p")
+    return Path("data") / f"{task.name}_scripted_{task.demo_episodes}ep_noise{noise}_{task.image_size}px.hdf5"
+
+
+def prepare_dataset(cfg) -> Path:
+    """The configured HDF5, or the task's scripted demonstrations (collected once)."""
+    if cfg.dataset is not None:
+        path = Path(cfg.dataset)
+        if not path.is_file():
+            raise ConfigError(f"dataset={cfg.dataset}: no such file")
+        return path
+    path = default_dataset_path(cfg.task)
+    if not path.is_file():
+        from calql_vision.collect import collect_demonstrations
+
+        print(f"no dataset configured: collecting {cfg.task.demo_episodes} scripted demos into {path}")
+        stats = collect_demonstrations(cfg.task, cfg.task.demo_episodes, cfg.task.demo_noise, str(path), seed=0)
+        print(f"scripted success {stats['success_rate']:.0%}; reused by later runs")
+    return path
+
+
+def dataset_filter_key(path: Path, filter_key: str | None) -> str | None:
+    """Use the filter key when the file has masks at all; files without masks train on everything."""
+    if filter_key is None:
+        return None
+    with h5py.File(path, "r") as f:
+        if "mask" not in f:
+            print(f"note: {path} has no mask group; training on all demos (filter_key={filter_key} ignored)")
+            return None
+    return filter_key
+
+
+def check_dataset_matches_env(dataset, env, path: Path) -> None:
+    for key in env.image_keys:
+        expected = (3, env.image_size, env.image_size)
+        if key not in dataset.images:
+            raise ConfigError(f"{path}: dataset has no image key '{key}' that the task's cameras need")
+        shape = tuple(dataset.images[key].shape[1:])
+        if shape != expected:
+            raise ConfigError(
+                f"{path}: '{key}' frames are {shape} (C,H,W) but the task renders {expected}; "
+                f"set task.image_size={shape[1]} or use a matching dataset"
+            )
+    if dataset.actions.shape[1] != env.action_dim:
+        raise ConfigError(f"{path}: actions have {dataset.actions.shape[1]} dims, the env takes {env.action_dim}")
+
+
+# ---------------------------------------------------------------------- the trainer
+class Trainer:
+    """Owns the loop, counters, evaluation, logging and checkpoints; the agent only learns."""
+
+    def __init__(self, cfg, run_dir: Path, checkpoint: dict | None = None) -> None:
+        from calql_vision.agents import make_agent
+        from calql_vision.metrics import MetricsLogger
+        from calql_vision.replay import FrameReplay
+        from datasets import load_robomimic_hdf5
+        from envs import make_env
+
+        self.cfg = cfg
+        self.run_dir = run_dir
+        if cfg.threads > 0:
+            torch.set_num_threads(cfg.threads)
+        torch.manual_seed(cfg.seed)
+        self.rng = np.random.default_rng(cfg.seed)
+        self.device = resolve_device(cfg.device)
+
+        dataset_path = prepare_dataset(cfg)
+        self.env = make_env(cfg.task, seed=cfg.seed)
+        self.dataset = load_robomimic_hdf5(
+            dataset_path,
+            image_keys=list(self.env.image_keys),
+            proprio_keys=list(cfg.task.proprio_keys),
+            gamma=cfg.algo.discount,
+            reward_scale=cfg.reward_scale,
+            reward_bias=cfg.reward_bias,
+            filter_key=dataset_filter_key(dataset_path, cfg.filter_key),
+            max_demos=cfg.max_demos,
+        )
+        check_dataset_matches_env(self.dataset, self.env, dataset_path)
+        self.offline_replay = FrameReplay.from_dataset(self.dataset)
+        image_shapes = {k: tuple(v.shape[1:]) for k, v in self.dataset.images.items()}
+        capacity = cfg.online_env_steps + 2 * cfg.task.horizon + 1
+        self.online_replay = FrameReplay(capacity, image_shapes, self.dataset.proprio.shape[1], self.env.action_dim)
+
+        first_shape = next(iter(image_shapes.values()))
+        self.agent = make_agent(
+            cfg.algo, cfg.encoder, list(self.env.image_keys), first_shape,
+            self.dataset.proprio.shape[1], self.env.action_dim, self.device, cfg.precision,
+        )
+        self.counters = {"step": 0, "env_step": 0, "episodes": 0, "pending_updates": 0, "switched": False}
+        if checkpoint is not None:
+            self._restore(checkpoint)
+        self.logger = MetricsLogger(run_dir, resume_step=self.counters["step"] if checkpoint else None)
+        self._pending_metrics: list[dict[str, float]] = []
+        self._last_episode: dict[str, float] = {}
+        self._eval_seed = 1_000_000 + 1000 * cfg.seed  # scenes never used for demos or training
+
+    # ------------------------------------------------------------------ phases
+    def run(self) -> None:
+        try:
+            self._offline_phase()
+            if not self.counters["switched"]:
+                self.agent.on_online_start()
+                self.counters["switched"] = True
+            self._online_phase()
+        finally:
+            self.logger.close()
+            self.env.close()
+
+    def _offline_phase(self) -> None:
+        cfg, counters = self.cfg, self.counters
+        if counters["step"] >= cfg.offline_steps:
+            return
+        bar = tqdm(total=cfg.offline_steps, initial=counters["step"], desc="offline", unit="update")
+        last_time, last_step = time.time(), counters["step"]
+        while counters["step"] < cfg.offline_steps:
+            batch = self.offline_replay.sample(cfg.batch_size, self.rng, self.device)
+            self._pending_metrics.append(self.agent.update(batch))
+            counters["step"] += 1
+            bar.update(1)
+            final = counters["step"] == cfg.offline_steps
+            rates = {}
+            if counters["step"] % cfg.log_every == 0 or final:
+                now = time.time()
+                rates["updates_per_s"] = (counters["step"] - last_step) / max(now - last_time, 1e-9)
+                last_time, last_step = now, counters["step"]
+            self._after_update("offline", final, rates, bar)
+        bar.close()
+
+    def _online_phase(self) -> None:
+        from calql_vision.replay import mixed_batch
+
+        cfg, counters = self.cfg, self.counters
+        bar = tqdm(total=cfg.online_env_steps, initial=counters["env_step"], desc="online", unit="env step")
+        while counters["env_step"] < cfg.online_env_steps or counters["pending_updates"] > 0:
+            if counters["pending_updates"] == 0:
+                started = time.time()
+                episode = self._collect_episode()
+                length = len(episode["actions"])
+                self.online_replay.add_episode(**{k: episode[k] for k in (
+                    "images", "proprio", "actions", "rewards", "terminals", "truncations", "reward_to_go")})
+                counters["env_step"] += length
+                counters["episodes"] += 1
+                counters["pending_updates"] = length * cfg.utd
+                self._last_episode = {
+                    "episode_return": episode["episode_return"],
+                    "episode_success": float(episode["success"]),
+                    "env_steps_per_s": length / max(time.time() - started, 1e-9),
+                }
+                bar.update(length)
+            last_time = time.time()
+            burst = counters["pending_updates"]
+            while counters["pending_updates"] > 0:
+                batch = mixed_batch(self.offline_replay, self.online_replay, cfg.batch_size,
+                                    cfg.mixing_ratio, self.rng, self.device)
+                self._pending_metrics.append(self.agent.update(batch))
+                counters["step"] += 1
+                counters["pending_updates"] -= 1
+                final = counters["env_step"] >= cfg.online_env_steps and counters["pending_updates"] == 0
+                rates = {"updates_per_s": burst / max(time.time() - last_time, 1e-9)} if final or counters["pending_updates"] == 0 else {}
+                self._after_update("online", final, {**rates, **self._last_episode}, bar)
+        bar.close()
+
+    def _collect_episode(self) -> dict[str, Any]:
+        from calql_vision.replay import EpisodeRecorder
+
+        cfg = self.cfg
+        recorder = EpisodeRecorder()
+        obs, _ = self.env.reset(seed=cfg.seed * 1_000_003 + 500_000 + self.counters["episodes"])
+        recorder.start(obs)
+        while True:
+            action = self.agent.act(obs, deterministic=False)
+            obs, reward, terminated, truncated, _ = self.env.step(action)
+            recorder.add(action, reward, terminated, truncated, obs)
+            if terminated or truncated:
+                break
+        return recorder.finish(cfg.algo.discount, cfg.reward_scale, cfg.reward_bias)
+
+    # ------------------------------------------------------------------ bookkeeping
+    def _after_update(self, phase: str, final: bool, extra: dict[str, float], bar) -> None:
+        cfg, step = self.cfg, self.counters["step"]
+        evaluate = step % cfg.eval_every == 0 or final
+        if step % cfg.log_every == 0 or evaluate:
+            row = {k: float(np.mean([m[k] for m in self._pending_metrics])) for k in self._pending_metrics[0]}
+            self._pending_metrics = []
+            if evaluate:
+                result = self.evaluate()
+                row.update(eval_success_rate=result.success_rate, eval_return=result.mean_return)
+            row.update(extra)
+            self.logger.log(phase, step, self.counters["env_step"], row)
+            postfix = {"q": f"{row['q_data_mean']:.2f}", "G": f"{row['mc_return_mean']:.2f}", "td": f"{row['td_loss']:.3f}"}
+            if evaluate:
+                postfix["success"] = f"{row['eval_success_rate']:.2f}"
+            bar.set_postfix(postfix)
+        if step % cfg.checkpoint_every == 0 or final:
+            self.save_checkpoint()
+
+    def evaluate(self):
+        from calql_vision.evaluation import evaluate_policy
+
+        return evaluate_policy(
+            self.env, lambda obs: self.agent.act(obs, deterministic=True), self.cfg.eval_episodes, self._eval_seed
+        )
+
+    def save_checkpoint(self) -> None:
+        from calql_vision.checkpoint import atomic_torch_save, capture_rng_states
+
+        directory = self.run_dir / "checkpoints"
+        directory.mkdir(exist_ok=True)
+        step = self.counters["step"]
+        # The replay goes first under a step-stamped name; the checkpoint names the replay
+        # it belongs to, so a kill between the two writes leaves a consistent older pair.
+        replay_name = None
+        if self.counters["episodes"] > 0:
+            replay_name = f"online_replay_{step}.npz"
+            self.online_replay.save(self.run_dir / replay_name)
+        state = {
+            "agent": self.agent.state_dict(),
+            "counters": dict(self.counters),
+            "rng": capture_rng_states(self.rng),
+            "online_replay": replay_name,
+            "config": OmegaConf.to_container(self.cfg, resolve=True),
+        }
+        atomic_torch_save(state, directory / f"step_{step}.pt")
+        atomic_torch_save(state, directory / "latest.pt")
+        for old in self.run_dir.glob("online_replay_*.npz"):
+            if old.name != replay_name:
+                old.unlink()
+
+    def _restore(self, checkpoint: dict) -> None:
+        from calql_vision.checkpoint import restore_rng_states
+        from calql_vision.replay import FrameReplay
+
+        self.agent.load_state_dict(checkpoint["agent"])
+        self.counters.update(checkpoint["counters"])
+        restore_rng_states(checkpoint["rng"], self.rng)
+        if checkpoint["online_replay"]:
+            self.online_replay = FrameReplay.load(self.run_dir / checkpoint["online_replay"])
+
+
+# ---------------------------------------------------------------------- entry point
+def new_run_dir(cfg) -> Path:
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    run_dir = Path(cfg.runs_root) / cfg.task.name / cfg.algo.name / stamp
+    suffix = 1
+    while run_dir.exists():
+        suffix += 1
+        run_dir = run_dir.with_name(f"{stamp}-{suffix}")
+    run_dir.mkdir(parents=True)
+    return run_dir
+
+
+def build(argv: list[str]) -> tuple[Any, Path, dict | None]:
+    """Parse the command line into (config, run directory, checkpoint to resume or None)."""
+    resume = [a.split("=", 1)[1] for a in argv if a.startswith("resume=")]
+    if not resume or resume[-1] in ("null", ""):
+        cfg = load_config(TrainConfig, argv, "calql_vision.train", DESCRIPTION, presets=PRESETS)
+        run_dir = new_run_dir(cfg)
+        OmegaConf.save(cfg, run_dir / "config.yaml")
+        return cfg, run_dir, None
+    from calql_vision.checkpoint import load_checkpoint
+
+    run_dir = Path(resume[-1])
+    if not (run_dir / "config.yaml").is_file():
+        raise ConfigError(f"resume={run_dir}: not a run directory (no config.yaml)")
+    saved = OmegaConf.load(run_dir / "config.yaml")
+    others = [a for a in argv if not a.startswith("resume=")]
+    cfg = load_config(TrainConfig, others, "calql_vision.train", DESCRIPTION, presets=PRESETS, base=saved)
+    cfg.resume = str(run_dir)
+    checkpoint = load_checkpoint(run_dir / "checkpoints" / "latest.pt")
+    OmegaConf.save(cfg, run_dir / "config.yaml")
+    return cfg, run_dir, checkpoint
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    exit_cleanly_on_sigterm()
+    try:
+        cfg, run_dir, checkpoint = build(argv)
+        print(f"run directory: {run_dir}")
+        Trainer(cfg, run_dir, checkpoint).run()
+    except (ConfigError, FileNotFoundError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(f"done: {run_dir}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
