@@ -123,7 +123,7 @@ class CalQLAgent:
             return batch["rewards"] + cfg.discount * (1.0 - batch["terminals"]) * target_q
 
     def _cql_terms(self, batch: dict, features: torch.Tensor, next_features: torch.Tensor, q_data: torch.Tensor):
-        """The conservative gap per critic and the calibration statistics."""
+        """Score the 3N sampled actions at s and hand them to `conservative_gap`."""
         cfg = self.cfg
         batch_size, n = features.shape[0], cfg.cql_n_actions
         random_actions = torch.empty(batch_size, n, self.action_dim, device=self.device).uniform_(-1.0, 1.0)
@@ -131,36 +131,19 @@ class CalQLAgent:
             # Policy samples carry no gradient into the actor from this loss.
             current_actions, current_log_prob = self.actor(features.detach(), n)
             next_actions, next_log_prob = self.actor(next_features, n)
-        q_random = self.critic(features, random_actions)  # (2, B, N)
-        q_current = self.critic(features, current_actions)
-        q_next = self.critic(features, next_actions)  # pi(.|s') actions scored at s
-
-        reward_to_go = batch["reward_to_go"].view(1, -1, 1)
-        below = torch.cat([q_current < reward_to_go, q_next < reward_to_go], dim=-1)
-        bound_rate = below.float().mean()
-        if self.calibration_enabled:
-            # Cal-QL's whole change: bound the policy samples (never random actions or Q(s,a))
-            # from below by the reference policy's value, before importance sampling.
-            q_current = torch.maximum(q_current, reward_to_go)
-            q_next = torch.maximum(q_next, reward_to_go)
-
-        if cfg.cql_importance_sample:
-            random_density = math.log(0.5**self.action_dim)
-            stacked = torch.cat(
-                [q_random - random_density, q_next - next_log_prob.unsqueeze(0), q_current - current_log_prob.unsqueeze(0)],
-                dim=-1,
-            )
-        else:
-            stacked = torch.cat([q_random, q_data.unsqueeze(-1), q_next, q_current], dim=-1)
-        temperature = cfg.cql_temperature
-        out_of_distribution = temperature * torch.logsumexp(stacked / temperature, dim=-1)  # (2, B)
-        gap = (out_of_distribution - q_data).mean(dim=-1)  # (2,)
-        stats = {
-            "bound_rate": bound_rate,
-            "q_random_mean": q_random.mean(),
-            "q_policy_mean": q_current.mean(),
-        }
-        return gap, stats
+        return conservative_gap(
+            q_data=q_data,
+            q_random=self.critic(features, random_actions),
+            q_current=self.critic(features, current_actions),
+            q_next=self.critic(features, next_actions),  # pi(.|s') actions scored at s
+            log_prob_current=current_log_prob,
+            log_prob_next=next_log_prob,
+            reward_to_go=batch["reward_to_go"],
+            action_dim=self.action_dim,
+            calibrated=self.calibration_enabled,
+            importance_sample=cfg.cql_importance_sample,
+            temperature=cfg.cql_temperature,
+        )
 
     # ------------------------------------------------------------------ update
     def update(self, batch: dict[str, Any]) -> dict[str, float]:
@@ -270,6 +253,49 @@ class CalQLAgent:
             self.log_cql_alpha.copy_(state["log_cql_alpha"])
         self.calibration_enabled = bool(state["calibration_enabled"])
         self.num_updates = int(state["num_updates"])
+
+
+def conservative_gap(
+    q_data: torch.Tensor,
+    q_random: torch.Tensor,
+    q_current: torch.Tensor,
+    q_next: torch.Tensor,
+    log_prob_current: torch.Tensor,
+    log_prob_next: torch.Tensor,
+    reward_to_go: torch.Tensor,
+    action_dim: int,
+    calibrated: bool,
+    importance_sample: bool = True,
+    temperature: float = 1.0,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """The CQL gap per critic, with Cal-QL's calibration bound.
+
+    Shapes: q_data (2, B); q_random / q_current / q_next (2, B, N); log-probs (B, N);
+    reward_to_go (B,). Returns gap (2,) = mean_B(T * logsumexp(ood / T) - Q(s, a)) and stats.
+    """
+    reward_to_go = reward_to_go.view(1, -1, 1)
+    below = torch.cat([q_current < reward_to_go, q_next < reward_to_go], dim=-1)
+    if calibrated:
+        # Cal-QL's whole change: bound the policy samples (never the random actions, never
+        # Q(s, a)) from below by the reference policy's value, before importance sampling.
+        q_current = torch.maximum(q_current, reward_to_go)
+        q_next = torch.maximum(q_next, reward_to_go)
+    if importance_sample:
+        random_log_density = action_dim * math.log(0.5)  # uniform on [-1, 1]^A
+        stacked = torch.cat(
+            [q_random - random_log_density, q_next - log_prob_next.unsqueeze(0), q_current - log_prob_current.unsqueeze(0)],
+            dim=-1,
+        )
+    else:
+        stacked = torch.cat([q_random, q_data.unsqueeze(-1), q_next, q_current], dim=-1)
+    out_of_distribution = temperature * torch.logsumexp(stacked / temperature, dim=-1)  # (2, B)
+    gap = (out_of_distribution - q_data).mean(dim=-1)
+    stats = {
+        "bound_rate": below.float().mean(),
+        "q_random_mean": q_random.mean(),
+        "q_policy_mean": q_current.mean(),
+    }
+    return gap, stats
 
 
 def _encoder_kwargs(encoder_cfg: Any) -> dict[str, Any]:
