@@ -1,0 +1,132 @@
+"""The training program end to end (real CLI, real env, tiny budgets), resume, and bench."""
+from __future__ import annotations
+
+import csv
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import ROOT
+
+TINY = [
+    "task=lift_visual", "task.image_size=48", "task.horizon=15",
+    "encoder.channels=8", "encoder.strides=[2,2]", "encoder.feature_dim=16",
+    "algo.hidden_dims=[32,32]", "algo.cql_n_actions=2", "batch_size=8",
+    "eval_every=4", "eval_episodes=1", "log_every=2", "checkpoint_every=4", "threads=1",
+]
+
+
+def run_train(args: list[str], runs_root: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "calql_vision.train", *args, f"runs_root={runs_root}"],
+        cwd=ROOT, capture_output=True, text=True, timeout=600,
+    )
+
+
+def read_rows(run_dir: Path) -> list[dict]:
+    with open(run_dir / "metrics.csv", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.fixture(scope="module")
+def finished_run(lift_demos, tmp_path_factory) -> Path:
+    runs_root = tmp_path_factory.mktemp("runs")
+    result = run_train([*TINY, f"dataset={lift_demos}", "offline_steps=8", "online_env_steps=15"], runs_root)
+    assert result.returncode == 0, result.stderr[-3000:]
+    (run_dir,) = (runs_root / "lift_visual" / "calql").iterdir()
+    return run_dir
+
+
+def test_smoke_run_writes_the_run_directory(finished_run):
+    files = {p.name for p in finished_run.iterdir()}
+    assert {"config.yaml", "metrics.csv", "tensorboard", "checkpoints"} <= files
+    assert any(name.startswith("online_replay_") for name in files)
+    assert list((finished_run / "tensorboard").glob("events.out.tfevents.*"))
+    rows = read_rows(finished_run)
+    phases = [row["phase"] for row in rows]
+    assert phases[0] == "offline" and phases[-1] == "online" and phases == sorted(phases, key=["offline", "online"].index)
+    steps = [int(row["step"]) for row in rows]
+    assert steps == sorted(set(steps)), "one row per log point, on one increasing step axis"
+    assert all(int(r["env_step"]) == 0 for r in rows if r["phase"] == "offline")
+    assert int(rows[-1]["env_step"]) >= 15
+    for column in ("td_loss", "cql_gap", "bound_rate", "q_data_mean", "mc_return_mean", "actor_loss", "alpha", "entropy"):
+        assert all(row[column] != "" for row in rows), column
+    evaluated = [row for row in rows if row["eval_success_rate"] != ""]
+    assert {r["phase"] for r in evaluated} == {"offline", "online"}
+    checkpoint = torch.load(finished_run / "checkpoints" / "latest.pt", weights_only=False)
+    assert checkpoint["counters"]["step"] == steps[-1]
+    assert checkpoint["counters"]["switched"] is True
+    assert (finished_run / checkpoint["online_replay"]).is_file()
+    assert not list(finished_run.rglob("*.tmp")), "no temporary file left behind"
+
+
+def test_resume_continues_the_counters_without_repeating_steps(finished_run, tmp_path):
+    import shutil
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(finished_run, run_dir)
+    before = torch.load(run_dir / "checkpoints" / "latest.pt", weights_only=False)["counters"]
+    rows_before = read_rows(run_dir)
+    result = run_train([f"resume={run_dir}", "online_env_steps=30"], tmp_path / "unused")
+    assert result.returncode == 0, result.stderr[-3000:]
+    after = torch.load(run_dir / "checkpoints" / "latest.pt", weights_only=False)["counters"]
+    assert after["env_step"] >= 30 and after["env_step"] > before["env_step"]
+    assert after["episodes"] > before["episodes"]
+    # Every online env step is followed by one update (utd 1), across the resume.
+    assert after["step"] - 8 == after["env_step"]
+    rows = read_rows(run_dir)
+    steps = [int(row["step"]) for row in rows]
+    assert rows[: len(rows_before)] == rows_before
+    assert steps == sorted(set(steps)) and steps[-1] == after["step"]
+    assert not (tmp_path / "unused").exists(), "resume writes into the run it continues"
+
+
+def test_resume_after_a_kill_truncates_rows_past_the_checkpoint(finished_run, tmp_path):
+    """A run killed after its last checkpoint logged rows that the resumed run will redo."""
+    import shutil
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(finished_run, run_dir)
+    checkpoint_step = torch.load(run_dir / "checkpoints" / "step_8.pt", weights_only=False)["counters"]["step"]
+    shutil.copy(run_dir / "checkpoints" / "step_8.pt", run_dir / "checkpoints" / "latest.pt")
+    result = run_train([f"resume={run_dir}"], tmp_path / "unused")
+    assert result.returncode == 0, result.stderr[-3000:]
+    steps = [int(row["step"]) for row in read_rows(run_dir)]
+    assert steps == sorted(set(steps)), "rows after the checkpoint were replaced, not duplicated"
+    assert checkpoint_step == 8 and steps[-1] >= 8 + 15
+
+
+def test_unknown_key_and_missing_dataset_are_clear_errors(tmp_path):
+    result = run_train(["task=lift_visual", "batch_sise=8"], tmp_path)
+    assert result.returncode == 2 and "unknown config key 'batch_sise'" in result.stderr and "'batch_size'" in result.stderr
+    result = run_train(["task=lift_visual", f"dataset={tmp_path / 'missing.hdf5'}"], tmp_path)
+    assert result.returncode == 2 and "missing.hdf5" in result.stderr
+    result = run_train(["task=no_such_task"], tmp_path)
+    assert result.returncode == 2 and "lift_visual" in result.stderr and "pick_place_visual" in result.stderr
+
+
+def test_dataset_with_other_image_size_is_rejected(lift_demos, tmp_path):
+    result = run_train(["task=lift_visual", "task.image_size=32", f"dataset={lift_demos}", "offline_steps=1"], tmp_path)
+    assert result.returncode == 2
+    assert "task.image_size=48" in result.stderr
+
+
+def test_help_lists_the_keys():
+    result = subprocess.run([sys.executable, "-m", "calql_vision.train", "--help"], cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode == 0
+    for key in ("offline_steps", "online_env_steps", "mixing_ratio", "algo.calibrated", "encoder.kind", "resume", "preset"):
+        assert key in result.stdout
+
+
+def test_bench_prints_its_three_figures():
+    result = subprocess.run(
+        [sys.executable, "-m", "calql_vision.bench", "task.image_size=32", "encoder.channels=8", "encoder.strides=[2,2]",
+         "batch_size=8", "warmup=1", "windows=2", "window_updates=2", "env_steps=5", "threads=1"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    for label in ("gradient updates/s:", "environment steps/s:", "replay bytes per stored transition:"):
+        assert label in result.stdout
