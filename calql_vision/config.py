@@ -67,7 +67,7 @@ class ConfigError(ValueError):
     """A bad command line or config file; the message says what is valid."""
 
 
-def _help_lines(schema: type, prefix: str = "") -> list[str]:
+def _help_lines(schema: type, prefix: str = "", defaults: DictConfig | None = None) -> list[str]:
     lines = []
     for f in dataclasses.fields(schema):
         name = f"{prefix}{f.name}"
@@ -76,9 +76,11 @@ def _help_lines(schema: type, prefix: str = "") -> list[str]:
         ):
             sub = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.type
             lines.append(f"  {name}=<name>".ljust(34) + f"load configs/{f.name}/<name>.yaml")
-            lines += _help_lines(type(sub), prefix=f"{name}.")
+            lines += _help_lines(type(sub), prefix=f"{name}.", defaults=defaults[f.name] if defaults else None)
             continue
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        if defaults is not None:  # the value after configs/base.yaml, not the schema's own
+            default = OmegaConf.to_container(defaults)[f.name]
         entry = f"  {name}={default}"
         # Long defaults push the explanation onto its own line.
         pad = "\n" + " " * 34 if len(entry) >= 34 else ""
@@ -86,10 +88,10 @@ def _help_lines(schema: type, prefix: str = "") -> list[str]:
     return lines
 
 
-def format_help(schema: type, program: str, description: str) -> str:
+def format_help(schema: type, program: str, description: str, defaults: DictConfig | None = None) -> str:
     return "\n".join(
         [f"usage: python -m {program} [key=value ...]", "", description.strip(), "", "keys (default, meaning):"]
-        + _help_lines(schema)
+        + _help_lines(schema, defaults=defaults)
     )
 
 
@@ -136,17 +138,20 @@ def load_config(
     description: str,
     presets: dict[str, dict] | None = None,
     base: DictConfig | None = None,
+    base_file: str | None = None,
 ) -> DictConfig:
-    """Schema defaults <- `base` <- group files (`task=...`) <- preset <- `key=value` overrides.
+    """Schema defaults <- `base_file` (configs/<file>) <- `base` <- group files (`task=...`) <- preset <- `key=value` overrides.
 
     `base` is a saved config (a run directory's config.yaml when resuming)."""
     argv = list(argv)
-    if any(a in ("-h", "--help") for a in argv):
-        print(format_help(schema, program, description))
-        sys.exit(0)
     groups = _group_names(schema)
     config = OmegaConf.structured(schema)
     OmegaConf.set_struct(config, True)
+    if base_file is not None:
+        config = _merge(config, OmegaConf.load(CONFIG_ROOT / base_file), f"configs/{base_file}")
+    if any(a in ("-h", "--help") for a in argv):
+        print(format_help(schema, program, description, defaults=config))
+        sys.exit(0)
     if base is not None:
         config = _merge(config, base, "the saved config")
     overrides = []

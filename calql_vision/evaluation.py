@@ -7,6 +7,11 @@ from typing import Callable
 import numpy as np
 
 
+def evaluation_seed(run_seed: int) -> int:
+    """First scene seed of a run's evaluations: far from the demo (0, 1, ...) and training seeds."""
+    return 1_000_000 + 1000 * run_seed
+
+
 @dataclass
 class EpisodeResult:
     seed: int

@@ -108,6 +108,9 @@ class Trainer:
     """Owns the loop, counters, evaluation, logging and checkpoints; the agent only learns."""
 
     def __init__(self, cfg, run_dir: Path, checkpoint: dict | None = None) -> None:
+        # Imported here, not at module level, so that --help and config errors answer at once.
+        import calql_vision.checkpoint  # noqa: F401  (loaded before the run starts, like the rest)
+        import calql_vision.evaluation
         from calql_vision.agents import make_agent
         from calql_vision.metrics import MetricsLogger
         from calql_vision.replay import FrameReplay
@@ -151,7 +154,7 @@ class Trainer:
         self.logger = MetricsLogger(run_dir, resume_step=self.counters["step"] if checkpoint else None)
         self._pending_metrics: list[dict[str, float]] = []
         self._last_episode: dict[str, float] = {}
-        self._eval_seed = 1_000_000 + 1000 * cfg.seed  # scenes never used for demos or training
+        self._eval_seed = calql_vision.evaluation.evaluation_seed(cfg.seed)
 
     # ------------------------------------------------------------------ phases
     def run(self) -> None:
@@ -312,7 +315,7 @@ def build(argv: list[str]) -> tuple[Any, Path, dict | None]:
     """Parse the command line into (config, run directory, checkpoint to resume or None)."""
     resume = [a.split("=", 1)[1] for a in argv if a.startswith("resume=")]
     if not resume or resume[-1] in ("null", ""):
-        cfg = load_config(TrainConfig, argv, "calql_vision.train", DESCRIPTION, presets=PRESETS)
+        cfg = load_config(TrainConfig, argv, "calql_vision.train", DESCRIPTION, presets=PRESETS, base_file="base.yaml")
         run_dir = new_run_dir(cfg)
         OmegaConf.save(cfg, run_dir / "config.yaml")
         return cfg, run_dir, None
