@@ -222,6 +222,8 @@ class TrainConfig:
     mixing_ratio: float = doc(0.5, "offline fraction of every online batch")
     eval_every: int = doc(5_000, "gradient steps between deterministic evaluations (both phases)")
     eval_episodes: int = doc(10, "episodes per evaluation (fixed seeds)")
+    eval_video: bool = doc(True, "save the first episode of every evaluation as videos/step_<step>.mp4")
+    video_size: int = doc(256, "pixel size of the scene in videos (the policy's view is shown beside it)")
     log_every: int = doc(1_000, "gradient steps between metric rows")
     checkpoint_every: int = doc(10_000, "gradient steps between checkpoints")
     seed: int = doc(0, "seed of networks, sampling and environments")

@@ -109,7 +109,8 @@ class Trainer:
 
     def __init__(self, cfg, run_dir: Path, checkpoint: dict | None = None) -> None:
         # Imported here, not at module level, so that --help and config errors answer at once.
-        import calql_vision.checkpoint  # noqa: F401  (loaded before the run starts, like the rest)
+        import calql_vision.calibration  # noqa: F401  (loaded before the run starts, like the rest)
+        import calql_vision.checkpoint  # noqa: F401
         import calql_vision.evaluation
         from calql_vision.agents import make_agent
         from calql_vision.metrics import MetricsLogger
@@ -139,6 +140,7 @@ class Trainer:
         )
         check_dataset_matches_env(self.dataset, self.env, dataset_path)
         self.offline_replay = FrameReplay.from_dataset(self.dataset)
+        self.heldout_replay = self._load_heldout(dataset_path)
         image_shapes = {k: tuple(v.shape[1:]) for k, v in self.dataset.images.items()}
         capacity = cfg.online_env_steps + 2 * cfg.task.horizon + 1
         self.online_replay = FrameReplay(capacity, image_shapes, self.dataset.proprio.shape[1], self.env.action_dim)
@@ -156,14 +158,32 @@ class Trainer:
         self._last_episode: dict[str, float] = {}
         self._eval_seed = calql_vision.evaluation.evaluation_seed(cfg.seed)
 
+    def _load_heldout(self, dataset_path: Path):
+        """The dataset's `valid` demos, never trained on, for the calibration snapshots."""
+        from calql_vision.replay import FrameReplay
+        from datasets import load_robomimic_hdf5
+
+        with h5py.File(dataset_path, "r") as f:
+            if "mask/valid" not in f or len(f["mask/valid"]) == 0 or self.cfg.filter_key == "valid":
+                return None
+        heldout = load_robomimic_hdf5(
+            dataset_path, image_keys=list(self.env.image_keys), proprio_keys=list(self.cfg.task.proprio_keys),
+            gamma=self.cfg.algo.discount, reward_scale=self.cfg.reward_scale, reward_bias=self.cfg.reward_bias,
+            filter_key="valid", show_progress=False,
+        )
+        return FrameReplay.from_dataset(heldout)
+
     # ------------------------------------------------------------------ phases
     def run(self) -> None:
         try:
             self._offline_phase()
             if not self.counters["switched"]:
+                self.save_calibration("offline")
                 self.agent.on_online_start()
                 self.counters["switched"] = True
             self._online_phase()
+            if self.counters["env_step"] > 0:
+                self.save_calibration("online")
         finally:
             self.logger.close()
             self.env.close()
@@ -262,6 +282,16 @@ class Trainer:
         return evaluate_policy(
             self.env, lambda obs: self.agent.act(obs, deterministic=True), self.cfg.eval_episodes, self._eval_seed
         )
+
+    def save_calibration(self, phase: str) -> None:
+        from calql_vision.calibration import q_and_return, save_calibration
+
+        rng = np.random.default_rng(0)  # a fixed sample, and the training RNG stays untouched
+        arrays = {}
+        for name, replay in (("valid", self.heldout_replay), ("online", self.online_replay), ("train", self.offline_replay)):
+            arrays[f"q_{name}"], arrays[f"g_{name}"] = q_and_return(self.agent, replay, rng, self.device)
+        step = self.counters["step"]
+        save_calibration(self.run_dir / "calibration" / f"step_{step}.npz", phase, step, self.counters["env_step"], **arrays)
 
     def save_checkpoint(self) -> None:
         from calql_vision.checkpoint import atomic_torch_save, capture_rng_states
