@@ -23,8 +23,9 @@ from calql_vision.config import exit_cleanly_on_sigterm, ConfigError, TrainConfi
 DESCRIPTION = """Offline Cal-QL pretraining on a robomimic-layout HDF5, then online fine-tuning in the
 robosuite task, from pixels. With no `dataset`, the task's scripted demonstrations are
 collected first (data/<task>_scripted_*.hdf5) and reused by later runs. Each run writes
-runs/<task>/<algo>/<timestamp>/ with config.yaml, metrics.csv, tensorboard/, checkpoints/
-and the online replay needed by resume=<run dir>.
+runs/<task>/<algo>/<timestamp>/ with config.yaml, metrics.csv, tensorboard/, checkpoints/,
+videos/ (one evaluation episode per evaluation), calibration/ (Q against reward-to-go) and
+the online replay needed by resume=<run dir>.
 
 Presets: preset=quick runs the whole pipeline (collection included) in minutes on a CPU."""
 
@@ -112,6 +113,7 @@ class Trainer:
         import calql_vision.calibration  # noqa: F401  (loaded before the run starts, like the rest)
         import calql_vision.checkpoint  # noqa: F401
         import calql_vision.evaluation
+        import calql_vision.video  # noqa: F401
         from calql_vision.agents import make_agent
         from calql_vision.metrics import MetricsLogger
         from calql_vision.replay import FrameReplay
@@ -277,11 +279,26 @@ class Trainer:
             self.save_checkpoint()
 
     def evaluate(self):
+        """Deterministic episodes on fixed scenes; the first one saved as videos/step_<step>.mp4."""
         from calql_vision.evaluation import evaluate_policy
+        from calql_vision.video import EpisodeVideo, write_mp4
 
-        return evaluate_policy(
-            self.env, lambda obs: self.agent.act(obs, deterministic=True), self.cfg.eval_episodes, self._eval_seed
+        cfg = self.cfg
+        video = EpisodeVideo(camera=cfg.task.cameras[0], size=cfg.video_size) if cfg.eval_video else None
+        steps_seen = {"count": 0}
+
+        def record_first_episode(episode: int, obs: dict, info: dict) -> None:
+            if video is not None and episode == 0:
+                video.add(self.env, obs, info, steps_seen["count"])
+                steps_seen["count"] += 1
+
+        result = evaluate_policy(
+            self.env, lambda obs: self.agent.act(obs, deterministic=True), cfg.eval_episodes, self._eval_seed,
+            on_frame=record_first_episode,
         )
+        if video is not None:
+            write_mp4(self.run_dir / "videos" / f"step_{self.counters['step']}.mp4", video.frames)
+        return result
 
     def save_calibration(self, phase: str) -> None:
         from calql_vision.calibration import q_and_return, save_calibration

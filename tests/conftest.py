@@ -13,6 +13,16 @@ os.environ.setdefault("MUJOCO_GL", "egl")
 os.environ.setdefault("PYOPENGL_PLATFORM", "egl")
 
 
+# A training run small enough for tests: 48 px images, a two-layer encoder, tiny MLPs.
+TINY_TRAIN_ARGS = [
+    "task=lift_visual", "task.image_size=48", "task.horizon=15",
+    "encoder.channels=8", "encoder.strides=[2,2]", "encoder.feature_dim=16",
+    "algo.hidden_dims=[32,32]", "algo.cql_n_actions=2", "batch_size=8",
+    "eval_every=4", "eval_episodes=1", "log_every=2", "checkpoint_every=4", "threads=1",
+    "video_size=64",
+]
+
+
 def task_config(name: str, **overrides):
     """The task's real config file, with optional field overrides."""
     from omegaconf import OmegaConf

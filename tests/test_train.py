@@ -9,14 +9,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import ROOT
+from conftest import ROOT, TINY_TRAIN_ARGS
 
-TINY = [
-    "task=lift_visual", "task.image_size=48", "task.horizon=15",
-    "encoder.channels=8", "encoder.strides=[2,2]", "encoder.feature_dim=16",
-    "algo.hidden_dims=[32,32]", "algo.cql_n_actions=2", "batch_size=8",
-    "eval_every=4", "eval_episodes=1", "log_every=2", "checkpoint_every=4", "threads=1",
-]
+
 
 
 def run_train(args: list[str], runs_root: Path) -> subprocess.CompletedProcess:
@@ -34,7 +29,7 @@ def read_rows(run_dir: Path) -> list[dict]:
 @pytest.fixture(scope="module")
 def finished_run(lift_demos, tmp_path_factory) -> Path:
     runs_root = tmp_path_factory.mktemp("runs")
-    result = run_train([*TINY, f"dataset={lift_demos}", "offline_steps=8", "online_env_steps=15"], runs_root)
+    result = run_train([*TINY_TRAIN_ARGS, f"dataset={lift_demos}", "offline_steps=8", "online_env_steps=15"], runs_root)
     assert result.returncode == 0, result.stderr[-3000:]
     (run_dir,) = (runs_root / "lift_visual" / "calql").iterdir()
     return run_dir
@@ -60,7 +55,22 @@ def test_smoke_run_writes_the_run_directory(finished_run):
     assert checkpoint["counters"]["step"] == steps[-1]
     assert checkpoint["counters"]["switched"] is True
     assert (finished_run / checkpoint["online_replay"]).is_file()
-    assert not list(finished_run.rglob("*.tmp")), "no temporary file left behind"
+    assert not list(finished_run.rglob("*.tmp*")), "no temporary file left behind"
+    evaluation_steps = [int(r["step"]) for r in evaluated]
+    videos = sorted(int(p.stem.split("_")[1]) for p in (finished_run / "videos").glob("step_*.mp4"))
+    assert videos == evaluation_steps, "one video per evaluation, named by step"
+
+
+def test_calibration_snapshots_hold_heldout_and_online_q_and_returns(finished_run):
+    import numpy as np
+
+    snapshots = sorted((finished_run / "calibration").glob("step_*.npz"), key=lambda p: int(p.stem.split("_")[1]))
+    assert [str(np.load(p)["phase"]) for p in snapshots] == ["offline", "online"]
+    offline, online = (np.load(p) for p in snapshots)
+    assert int(offline["step"]) == 8 and int(offline["env_step"]) == 0
+    assert len(offline["q_valid"]) == len(offline["g_valid"]) > 0, "held-out demos (mask/valid) are measured"
+    assert len(offline["q_online"]) == 0 and len(online["q_online"]) >= 15
+    assert np.all(np.isfinite(online["q_online"])) and np.all(online["g_online"] <= 0)
 
 
 def test_resume_continues_the_counters_without_repeating_steps(finished_run, tmp_path):

@@ -1,0 +1,333 @@
+"""Evaluate a trained run's checkpoint on fixed seeds and record videos.
+
+    python -m calql_vision.evaluate run=runs/lift_visual/calql/<timestamp> episodes=50
+    python -m calql_vision.evaluate run=<run dir> checkpoint=step_20000.pt video_episodes=5
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from calql_vision.config import ConfigError, TrainConfig, doc, exit_cleanly_on_sigterm, load_config
+
+DESCRIPTION = __doc__.splitlines()[0] + """
+
+Rebuilds the task and the agent from <run>/config.yaml, loads a checkpoint (default
+<run>/checkpoints/latest.pt) and rolls out the deterministic policy for `episodes` episodes
+with scene seeds seed, seed+1, ...; by default the seeds of the training-time evaluations,
+so the numbers are comparable with eval_success_rate in metrics.csv. Writes
+<run>/eval/<checkpoint name>-seed<seed>/summary.json (success rate with a Wilson 95%
+interval, returns, lengths, per-episode results) and episode_<i>.mp4 videos: the scene at
+video_size beside the policy's own camera view, with the step and success written on."""
+
+WILSON_Z95 = 1.959964
+
+
+@dataclass
+class EvaluateConfig:
+    run: Optional[str] = doc(None, "run directory to evaluate (runs/<task>/<algo>/<timestamp>); required")
+    checkpoint: Optional[str] = doc(
+        None, "checkpoint file; null = <run>/checkpoints/latest.pt; a bare name (step_4000.pt) is looked up in <run>/checkpoints/"
+    )
+    episodes: int = doc(10, "number of evaluation episodes")
+    seed: Optional[int] = doc(None, "scene seed of episode 0 (episode i gets seed + i); null = the run's training-time evaluation seeds")
+    video: bool = doc(True, "record videos of the first video_episodes episodes")
+    video_episodes: int = doc(3, "how many episodes (from the first) to record")
+    video_size: int = doc(256, "height of the video; frames are video_size x 2*video_size (scene | policy view); even")
+    video_camera: Optional[str] = doc(None, "camera shown in the videos; one of the task's cameras; null = the first")
+    fps: int = doc(20, "frames per second of the videos (the task's control rate is 20 Hz by default)")
+    device: str = doc("auto", "auto (CUDA when present) | cpu | cuda | cuda:<i>")
+    threads: int = doc(0, "torch CPU threads; 0 = torch's default")
+
+
+# ---------------------------------------------------------------------- statistics
+def wilson_interval(successes: int, n: int, z: float = WILSON_Z95) -> tuple[float, float]:
+    """Wilson score interval of a success probability. Unlike the normal approximation it
+    stays inside [0, 1] and is not empty at 0/n or n/n, which small evaluations often hit."""
+    if n <= 0:
+        raise ValueError(f"the interval needs at least one episode, got n={n}")
+    if not 0 <= successes <= n:
+        raise ValueError(f"successes must lie in [0, {n}], got {successes}")
+    p = successes / n
+    denominator = 1.0 + z * z / n
+    centre = (p + z * z / (2 * n)) / denominator
+    half_width = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denominator
+    # The bounds are exactly 0 and 1 at the extremes; rounding would leave 1e-17 otherwise.
+    low = 0.0 if successes == 0 else max(0.0, centre - half_width)
+    high = 1.0 if successes == n else min(1.0, centre + half_width)
+    return low, high
+
+
+# ---------------------------------------------------------------------- run directories
+def _known_keys_only(saved: dict, schema: dict, prefix: str = "") -> tuple[dict, list[str]]:
+    """The saved config without keys the current schema lacks (runs made by older code)."""
+    kept: dict = {}
+    dropped: list[str] = []
+    for key, value in saved.items():
+        if key not in schema:
+            dropped.append(f"{prefix}{key}")
+        elif isinstance(value, dict) and isinstance(schema[key], dict):
+            kept[key], more = _known_keys_only(value, schema[key], f"{prefix}{key}.")
+            dropped += more
+        else:
+            kept[key] = value
+    return kept, dropped
+
+
+def load_run_config(run_dir: str | os.PathLike) -> DictConfig:
+    """A run's config.yaml on top of the current TrainConfig defaults: keys added to the
+    schema since the run get their defaults, keys it no longer has are ignored (with a note)."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise FileNotFoundError(f"run directory {run_dir} does not exist")
+    path = run_dir / "config.yaml"
+    if not path.is_file():
+        raise FileNotFoundError(f"{run_dir} is not a run directory: it has no config.yaml")
+    schema = OmegaConf.structured(TrainConfig)
+    try:
+        saved = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
+        kept, dropped = _known_keys_only(saved, OmegaConf.to_container(schema))
+        config = OmegaConf.merge(schema, kept)
+    except OmegaConfBaseException as error:
+        raise ConfigError(f"cannot read {path}: {error}") from None
+    if dropped:
+        print(f"note: {path} has keys this version does not know; ignored: {dropped}", file=sys.stderr)
+    return config
+
+
+def available_checkpoints(run_dir: str | os.PathLike) -> list[str]:
+    """Checkpoint names in <run>/checkpoints/, latest.pt first, then by step."""
+    directory = Path(run_dir) / "checkpoints"
+    names = [p.name for p in directory.glob("*.pt")] if directory.is_dir() else []
+
+    def order(name: str) -> tuple[int, int, str]:
+        stem = Path(name).stem
+        if stem == "latest":
+            return (0, 0, name)
+        step = stem.removeprefix("step_")
+        return (1, int(step), name) if step.isdigit() else (2, 0, name)
+
+    return sorted(names, key=order)
+
+
+def resolve_checkpoint(run_dir: str | os.PathLike, checkpoint: str | os.PathLike | None = None) -> Path:
+    """`checkpoint` as a path, or as a name inside <run>/checkpoints/ (".pt" optional);
+    None means latest.pt. A missing file raises FileNotFoundError listing what exists."""
+    run_dir = Path(run_dir)
+    directory = run_dir / "checkpoints"
+    if checkpoint is None:
+        candidates = [directory / "latest.pt"]
+    else:
+        given = Path(checkpoint)
+        candidates = [given]
+        if not given.is_absolute():
+            candidates.append(directory / given)
+        if given.suffix != ".pt":
+            candidates += [c.with_name(c.name + ".pt") for c in list(candidates)]
+    for candidate in candidates:
+        if candidate.is_file():
+            return candidate
+    available = available_checkpoints(run_dir)
+    listing = f"available in {directory}: {', '.join(available)}" if available else f"{directory} holds no checkpoints"
+    looked = " or ".join(str(c) for c in dict.fromkeys(candidates))
+    raise FileNotFoundError(f"checkpoint not found: {looked}; {listing}")
+
+
+def build_policy(cfg: DictConfig, agent_state: dict[str, Any], device: Any) -> tuple[Any, Any]:
+    """The run's env and agent, with `agent_state` (a checkpoint's "agent") loaded."""
+    from calql_vision.agents import make_agent
+    from envs import make_env
+
+    # The same construction seed as training, so nothing differs from its evaluations.
+    env = make_env(cfg.task, seed=cfg.seed)
+    try:
+        obs, _ = env.reset()
+        size = int(cfg.task.image_size)
+        agent = make_agent(
+            cfg.algo, cfg.encoder, list(env.image_keys), (3, size, size),
+            len(obs["proprio"]), env.action_dim, device, cfg.precision,
+        )
+        try:
+            agent.load_state_dict(agent_state)
+        except (KeyError, RuntimeError) as error:
+            raise ConfigError(f"the checkpoint's networks do not match the run's config.yaml: {error}") from None
+    except BaseException:
+        env.close()
+        raise
+    return env, agent
+
+
+def _read_checkpoint(path: Path) -> dict[str, Any]:
+    from calql_vision.checkpoint import load_checkpoint
+
+    try:
+        return load_checkpoint(path)
+    except ValueError as error:  # truncated or foreign file: a bad argument, not a crash
+        raise ConfigError(str(error)) from None
+
+
+def load_policy(
+    run_dir: str | os.PathLike, checkpoint: str | os.PathLike | None = None, device: str = "auto"
+) -> tuple[DictConfig, Any, Any, Path]:
+    """(run config, env, agent, checkpoint path) from a run directory; the agent acts with
+    `agent.act(obs, deterministic=True)`. The caller closes the env."""
+    from calql_vision.train import resolve_device
+
+    cfg = load_run_config(run_dir)
+    path = resolve_checkpoint(run_dir, checkpoint)
+    state = _read_checkpoint(path)
+    env, agent = build_policy(cfg, state["agent"], resolve_device(device))
+    return cfg, env, agent, path
+
+
+# ---------------------------------------------------------------------- the program
+def _atomic_write_json(path: Path, data: Any) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_text(json.dumps(data, indent=2) + "\n")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _check_arguments(cfg: DictConfig, run_cfg: DictConfig) -> str:
+    """Validate the numbers before anything expensive starts; returns the video camera."""
+    if cfg.episodes < 1:
+        raise ConfigError(f"episodes must be at least 1, got {cfg.episodes}")
+    if cfg.video_episodes < 0:
+        raise ConfigError(f"video_episodes must be >= 0, got {cfg.video_episodes}")
+    if cfg.video_size < 16 or cfg.video_size % 2:
+        raise ConfigError(f"video_size must be even and at least 16 (H.264 yuv420p), got {cfg.video_size}")
+    if cfg.fps < 1:
+        raise ConfigError(f"fps must be at least 1, got {cfg.fps}")
+    cameras = list(run_cfg.task.cameras)
+    camera = cfg.video_camera or cameras[0]
+    # The right half of a frame is the policy's observation, which exists only for its cameras.
+    if camera not in cameras:
+        raise ConfigError(f"video_camera={camera}: the run's policy sees only {cameras}")
+    return camera
+
+
+def evaluate_run(cfg: DictConfig) -> tuple[dict[str, Any], Path]:
+    """Run the evaluation that `cfg` (an EvaluateConfig) describes; returns (summary, output dir)."""
+    if cfg.run is None:
+        raise ConfigError("run=<run directory> is required, e.g. run=runs/lift_visual/calql/<timestamp>")
+    run_dir = Path(cfg.run)
+    run_cfg = load_run_config(run_dir)
+    checkpoint_path = resolve_checkpoint(run_dir, cfg.checkpoint)
+    camera = _check_arguments(cfg, run_cfg)
+
+    # Heavy imports only now, so that --help and argument errors answer at once.
+    import torch
+    from tqdm import tqdm
+
+    from calql_vision.evaluation import EvaluationResult, evaluate_policy, evaluation_seed
+    from calql_vision.train import resolve_device
+    from calql_vision.video import EpisodeVideo, write_mp4
+
+    seed = int(cfg.seed) if cfg.seed is not None else evaluation_seed(int(run_cfg.seed))
+    out_dir = run_dir / "eval" / f"{checkpoint_path.stem}-seed{seed}"
+    if cfg.threads > 0:
+        torch.set_num_threads(cfg.threads)
+    device = resolve_device(cfg.device)
+    state = _read_checkpoint(checkpoint_path)
+    counters = state.get("counters", {})
+    env, agent = build_policy(run_cfg, state["agent"], device)
+
+    result = EvaluationResult()
+    videos: dict[int, str] = {}
+    recorded = min(cfg.video_episodes, cfg.episodes) if cfg.video else 0
+    out_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        bar = tqdm(range(cfg.episodes), desc="evaluate", unit="episode")
+        for i in bar:
+            # One evaluate_policy call per episode (seed + i, as one call with all episodes
+            # would use): each video is written as soon as its episode ends, not all held in
+            # memory, and the bar advances per episode.
+            video = EpisodeVideo(camera, cfg.video_size) if i < recorded else None
+
+            def on_frame(_episode: int, obs: dict, info: dict, video: EpisodeVideo | None = video) -> None:
+                # The first call carries the reset observation (step 0), then one per step.
+                video.add(env, obs, info, step=len(video))
+
+            episode = evaluate_policy(
+                env, lambda obs: agent.act(obs, deterministic=True), 1, seed + i,
+                on_frame=on_frame if video is not None else None,
+            ).episodes[0]
+            result.episodes.append(episode)
+            if video is not None:
+                name = f"episode_{i}.mp4"
+                write_mp4(out_dir / name, video.frames, fps=cfg.fps)
+                videos[i] = name
+            bar.set_postfix(success=f"{sum(e.success for e in result.episodes)}/{i + 1}")
+        bar.close()
+    finally:
+        env.close()
+    # Videos of an earlier evaluation into the same directory that this one did not redo
+    # (it recorded fewer episodes) would no longer match summary.json.
+    for stale in out_dir.glob("episode_*.mp4"):
+        if stale.name not in videos.values():
+            stale.unlink()
+
+    successes = sum(e.success for e in result.episodes)
+    low, high = wilson_interval(successes, len(result.episodes))
+    summary = {
+        "run": str(run_dir),
+        "checkpoint": str(checkpoint_path),
+        "step": counters.get("step"),
+        "env_step": counters.get("env_step"),
+        "task": run_cfg.task.name,
+        "algo": run_cfg.algo.name,
+        "seed": seed,
+        "episodes": len(result.episodes),
+        "successes": successes,
+        "success_rate": result.success_rate,
+        "success_ci95": [low, high],
+        "mean_return": result.mean_return,
+        "mean_length": result.mean_length,
+        "per_episode": [
+            {
+                "seed": e.seed,
+                "success": bool(e.success),
+                "return": float(e.episode_return),
+                "length": int(e.length),
+                "video": videos.get(i),
+            }
+            for i, e in enumerate(result.episodes)
+        ],
+    }
+    # Written last and atomically: a summary.json present means a finished evaluation.
+    _atomic_write_json(out_dir / "summary.json", summary)
+    return summary, out_dir
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    exit_cleanly_on_sigterm()
+    try:
+        cfg = load_config(EvaluateConfig, argv, "calql_vision.evaluate", DESCRIPTION)
+        summary, out_dir = evaluate_run(cfg)
+    except (ConfigError, FileNotFoundError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    low, high = summary["success_ci95"]
+    print(
+        f"{Path(summary['checkpoint']).name} (step {summary['step']}, env step {summary['env_step']}): "
+        f"success {summary['successes']}/{summary['episodes']} = {summary['success_rate']:.0%} "
+        f"(95% CI {low:.0%}-{high:.0%}), mean return {summary['mean_return']:.2f}, "
+        f"mean length {summary['mean_length']:.1f}, seeds {summary['seed']}..{summary['seed'] + summary['episodes'] - 1}"
+    )
+    print(f"wrote {out_dir}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

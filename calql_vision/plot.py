@@ -1,0 +1,107 @@
+"""Figures and a headline table from run directories.
+
+    python -m calql_vision.plot runs/lift_visual
+    python -m calql_vision.plot runs/lift_visual/calql runs/lift_visual/cql out=report/
+
+Reading runs and the headline numbers live in plotting/runs.py, the figures in
+plotting/figures.py; this module is the command line and the summary table.
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Sequence
+
+from calql_vision.config import ConfigError
+from calql_vision.plotting.runs import Run, discover_runs, headline_numbers, read_metrics  # noqa: F401 (API)
+
+USAGE = """usage: python -m calql_vision.plot <run dir or runs root> [more paths ...] [out=<dir>]
+
+Finds every run directory (one holding metrics.csv and config.yaml) under the given paths
+and writes into out=<dir> (default: <first path>/plots):
+  success.png      evaluation success rate on one x axis: the offline phase left of 0 (its
+                   gradient steps rescaled to the width of the online phase), the online phase
+                   right of 0 (environment steps); per algorithm the mean over seeds with a
+                   min-max band, each seed as a thin line
+  calibration.png  critic Q(s, a) against the Monte-Carlo return-to-go G on held-out demos,
+                   online episodes and a training sample, up to 4 runs: left column the last
+                   calibration/step_*.npz of the offline phase, right column the latest one
+                   (runs without those files are left out, with a note)
+  diagnostics.png  td_loss, cql_gap, bound_rate, alpha, actor_loss and Q vs G over gradient
+                   steps, every run overlaid, a dotted line where the online phase starts
+  summary.txt      per run: last offline success, dip (lowest success in the first fifth of the
+                   online phase), final success, online regret (mean of 1 - success); also printed
+"""
+
+
+def _progress(run: Run) -> str:
+    if not run.rows:
+        return "no rows"
+    last = run.rows[-1]
+    if last["phase"] == "offline":
+        return f"offline {int(last['step'])}/{run.offline_steps}"
+    return f"online {int(last['env_step'])}/{run.online_env_steps}"
+
+
+def summary_table(runs: Sequence[Run]) -> str:
+    header = ["run", "algo", "seed", "progress", "offline final", "dip", "final", "regret"]
+    lines = [header]
+    for run in runs:
+        numbers = headline_numbers(run.rows, run.config)
+        cells = ["-" if v is None else f"{v:.2f}" for v in numbers.values()]
+        lines.append([run.name, run.algo, str(run.seed), _progress(run), *cells])
+    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
+    text = "\n".join("  ".join(c.ljust(w) for c, w in zip(line, widths)).rstrip() for line in lines)
+    return text + (
+        "\n\nsuccess rates of the deterministic evaluations; dip: lowest success with env_step <="
+        "\nonline_env_steps/5 (else the first online evaluation); regret: mean of 1 - success over"
+        "\nonline evaluations; progress: last logged step of the phase / its budget\n"
+    )
+
+
+# ---------------------------------------------------------------------- entry point
+def parse_args(argv: Sequence[str]) -> tuple[list[Path], Path]:
+    paths, out = [], None
+    for arg in argv:
+        key, _, value = arg.partition("=")
+        if value and not Path(arg).exists():
+            if key != "out":
+                raise ConfigError(f"unknown key '{key}'; the only key is out=<dir> (see --help)")
+            out = Path(value)
+        else:
+            paths.append(Path(arg))
+    if not paths:
+        raise ConfigError("give at least one run directory or runs root (see --help)")
+    return paths, out or paths[0] / "plots"
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if any(a in ("-h", "--help") for a in argv):
+        print(USAGE)
+        return 0
+    try:
+        paths, out = parse_args(argv)
+        runs = discover_runs(paths)
+    except ConfigError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    out.mkdir(parents=True, exist_ok=True)
+    from calql_vision.plotting.figures import plot_calibration, plot_diagnostics, plot_success
+
+    print(f"{len(runs)} run(s); writing to {out}")
+    plot_success(runs, out / "success.png")
+    plot_diagnostics(runs, out / "diagnostics.png")
+    without = plot_calibration(runs, out / "calibration.png")
+    if len(without) == len(runs):
+        print("note: calibration.png skipped: no run has calibration/step_*.npz (older runs do not write them)")
+    elif without:
+        print(f"note: calibration.png leaves out runs without calibration/step_*.npz: {', '.join(without)}")
+    table = summary_table(runs)
+    (out / "summary.txt").write_text(table)
+    print(table)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Helpers of `python -m calql_vision.plot`: reading run directories, drawing the figures."""

@@ -1,0 +1,259 @@
+"""The three figures of the plot program: success, calibration, diagnostics (matplotlib, Agg)."""
+from __future__ import annotations
+
+import math
+import zipfile
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+from omegaconf import OmegaConf
+
+from calql_vision.plotting.runs import Run, evaluations
+
+PHASE_TITLES = {"offline": "end of offline phase", "online": "latest"}
+DIAGNOSTICS = ["td_loss", "cql_gap", "bound_rate", "alpha", "actor_loss"]
+SEED_STYLES = ["-", "--", ":", "-."]
+MAX_CALIBRATION_RUNS = 4
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _algo_colors(runs: Sequence[Run]) -> dict[str, Any]:
+    """The same colour for an algorithm in every figure and every invocation."""
+    fixed = {"calql": "tab:blue", "cql": "tab:orange"}
+    others = iter(["tab:green", "tab:red", "tab:purple", "tab:brown", "tab:pink", "tab:olive"] * 10)
+    return {algo: fixed.get(algo) or next(others) for algo in sorted({r.algo for r in runs})}
+
+
+def _short(value: float) -> str:
+    if abs(value) >= 1000:
+        return f"{value / 1000:.3g}k"
+    return f"{value:.3g}"
+
+
+def success_curve(run: Run, offline_width: float) -> tuple[np.ndarray, np.ndarray]:
+    """x: online evaluations at env_step; offline ones at (step - offline_steps) * scale, so the
+    offline phase spans [-offline_width, 0]."""
+    scale = offline_width / max(run.offline_steps, 1)
+    points = [(env_step if phase == "online" else (step - run.offline_steps) * scale, success)
+              for phase, step, env_step, success in evaluations(run.rows)]
+    points.sort()
+    return np.array([p[0] for p in points]), np.array([p[1] for p in points])
+
+
+def mean_band(curves: Sequence[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, ...]:
+    """Mean, min and max over runs on the union of their x values, each run interpolated inside
+    the range it has reached and never extrapolated. Drawn only where more than half of the runs
+    have data, so one seed running ahead of the others does not make the mean jump at the end."""
+    xs = np.unique(np.concatenate([x for x, _ in curves]))
+    ys = np.full((len(curves), len(xs)), np.nan)
+    for i, (x, y) in enumerate(curves):
+        inside = (xs >= x[0]) & (xs <= x[-1])
+        ys[i, inside] = np.interp(xs[inside], x, y)
+    keep = np.isfinite(ys).sum(0) > len(curves) / 2
+    ys = ys[:, keep]
+    return xs[keep], np.nanmean(ys, 0), np.nanmin(ys, 0), np.nanmax(ys, 0)
+
+
+def _success_ticks(ax, runs: Sequence[Run], width: float, right: float) -> None:
+    """Offline ticks name gradient steps (or % of the offline phase when runs differ in it);
+    the tick at 0 names both: the last offline step and online env step 0."""
+    from matplotlib.ticker import MaxNLocator
+
+    budgets = {r.offline_steps for r in runs}
+    n = budgets.pop() if len(budgets) == 1 else 0
+    offline = [(step, _short(step)) for step in MaxNLocator(4).tick_values(0, n) if 0 <= step < n] if n else [
+        (f * 100, f"{f:.0%}") for f in (0.0, 0.25, 0.5, 0.75)]
+    scale = width / (n or 100)
+    ticks = [(step - (n or 100)) * scale for step, _ in offline]
+    labels = [label for _, label in offline]
+    for env_step in MaxNLocator(5).tick_values(0, right):
+        if 0 <= env_step <= right:
+            ticks.append(env_step)
+            labels.append(f"{_short(n) if n else '100%'} | 0" if env_step == 0 else _short(env_step))
+    ax.set_xticks(ticks, labels)
+
+
+def plot_success(runs: Sequence[Run], out: Path) -> None:
+    plt = _pyplot()
+    online_width = max((r.online_env_steps for r in runs), default=0)
+    width = online_width or max((r.offline_steps for r in runs), default=1) or 1
+    colors = _algo_colors(runs)
+    fig, ax = plt.subplots(figsize=(10, 5.2), layout="constrained")
+    ax.axvspan(-width, 0, color="0.94", zorder=0)
+    right = width
+    for algo in colors:
+        curves = [c for r in runs if r.algo == algo and len((c := success_curve(r, width))[0])]
+        if not curves:
+            continue
+        for x, y in curves:
+            ax.plot(x, y, "o-", color=colors[algo], alpha=0.3, markersize=3, linewidth=0.8, zorder=2)
+            right = max(right, x[-1])
+        xs, mean, low, high = mean_band(curves)
+        n = sum(r.algo == algo for r in runs)
+        seeds = f"mean of {len(curves)} seeds" if len(curves) > 1 else "1 seed"
+        ax.plot(xs, mean, "o-", color=colors[algo], linewidth=2, markersize=4, zorder=3,
+                label=f"{algo} ({seeds}" + (f"; {n - len(curves)} without evaluations" if n > len(curves) else "") + ")")
+        if len(curves) > 1:
+            ax.fill_between(xs, low, high, color=colors[algo], alpha=0.18, linewidth=0, zorder=1)
+    if not ax.get_legend_handles_labels()[0]:
+        ax.text(0.5, 0.5, "no evaluations logged yet", transform=ax.transAxes, ha="center", va="center", color="0.4")
+    ax.axvline(0, color="0.3", linestyle="--", linewidth=1.2, label="online starts", zorder=2)
+    ax.set_xlim(-width * 1.02, right * 1.02)
+    ax.set_ylim(-0.03, 1.08)
+    _success_ticks(ax, runs, width, right)
+    ax.text(-width / 2, 1.04, "offline (gradient steps, rescaled)", ha="center", va="center", color="0.3")
+    ax.text(right / 2, 1.04, "online (environment steps)", ha="center", va="center", color="0.3")
+    ax.set_xlabel("offline: gradient steps (rescaled)   |   online: environment steps")
+    ax.set_ylabel("evaluation success rate")
+    tasks = sorted({str(OmegaConf.select(r.config, "task.name", default="?")) for r in runs} - {"?"})
+    ax.set_title(f"Evaluation success{': ' * bool(tasks)}{', '.join(tasks)}  (thick: mean over seeds, band: min-max, thin: each seed)")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right", framealpha=0.9)
+    fig.savefig(out, dpi=120)
+    plt.close(fig)
+
+
+def calibration_files(run: Run) -> dict[str, dict[str, np.ndarray]]:
+    """{'offline': the last file written in the offline phase, 'online': the latest file},
+    each present only when it exists (one file written offline fills only 'offline')."""
+    loaded = []
+    for path in (run.path / "calibration").glob("step_*.npz"):
+        try:
+            with np.load(path) as data:
+                loaded.append({k: data[k] for k in data.files})
+        except (OSError, ValueError, zipfile.BadZipFile) as error:
+            print(f"note: skipping unreadable {path}: {error}")
+    loaded.sort(key=lambda d: int(d["step"]))
+    chosen = {}
+    offline = [d for d in loaded if str(d["phase"]) == "offline"]
+    if offline:
+        chosen["offline"] = offline[-1]
+    if loaded and (not offline or loaded[-1] is not offline[-1]):
+        chosen["online"] = loaded[-1]
+    return chosen
+
+
+def _pick_runs(runs: Sequence[Run], limit: int) -> list[Run]:
+    """Up to `limit` runs, taking algorithms in turn so every algorithm is shown."""
+    by_algo: dict[str, list[Run]] = {}
+    for run in runs:
+        by_algo.setdefault(run.algo, []).append(run)
+    picked, queues = [], list(by_algo.values())
+    while len(picked) < limit and any(queues):
+        for queue in queues:
+            if queue and len(picked) < limit:
+                picked.append(queue.pop(0))
+    return picked
+
+
+def _calibration_panel(ax, snapshot: dict[str, np.ndarray] | None, title: str, rng) -> None:
+    ax.set_title(title, fontsize=10)
+    ax.set_xlabel("Monte-Carlo return-to-go G")
+    ax.set_ylabel("Q(s, a)")
+    if snapshot is None:
+        ax.text(0.5, 0.5, "not written yet", transform=ax.transAxes, ha="center", va="center", color="0.4")
+        return
+    sets = [("train", "training sample", "0.5", "o", 3), ("valid", "held-out demos", "tab:blue", "o", 8),
+            ("online", "online episodes", "tab:orange", "^", 10)]
+    values = []
+    for key, name, color, marker, size in sets:
+        q, g = (np.asarray(snapshot.get(f"{p}_{key}", []), dtype=float).ravel() for p in "qg")
+        if q.size == 0 or q.size != g.size:
+            continue
+        keep = rng.permutation(q.size)[:3000]  # a readable cloud; the label's numbers use all
+        ax.scatter(g[keep], q[keep], s=size, marker=marker, color=color, alpha=0.35, linewidths=0, rasterized=True,
+                   label=f"{name} (n={q.size}, mean Q-G={np.mean(q - g):+.2f})")
+        values += [q, g]
+    if not values:
+        ax.text(0.5, 0.5, "empty file", transform=ax.transAxes, ha="center", va="center", color="0.4")
+        return
+    low, high = float(min(v.min() for v in values)), float(max(v.max() for v in values))
+    pad = 0.05 * (high - low or 1.0)
+    ax.plot([low - pad, high + pad], [low - pad, high + pad], "k--", linewidth=1, label="Q = G")
+    ax.set_xlim(low - pad, high + pad)
+    ax.set_ylim(low - pad, high + pad)
+    ax.set_aspect("equal", adjustable="box")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7.5, loc="upper left", markerscale=1.5)
+
+
+def plot_calibration(runs: Sequence[Run], out: Path) -> list[str]:
+    """Writes the figure when some run has calibration files; returns the names of runs without."""
+    with_files = [(r, f) for r in runs if (f := calibration_files(r))]
+    shown = _pick_runs([r for r, _ in with_files], MAX_CALIBRATION_RUNS)
+    without = [r.name for r in runs if all(r is not w for w, _ in with_files)]
+    if not shown:
+        return without
+    files = {id(r): f for r, f in with_files}
+    plt = _pyplot()
+    shown.sort(key=runs.index)
+    fig, axes = plt.subplots(len(shown), 2, figsize=(10, 4.5 * len(shown) + 0.8), squeeze=False, layout="constrained")
+    rng = np.random.default_rng(0)
+    for row, run in zip(axes, shown):
+        for ax, phase in zip(row, ("offline", "online")):
+            snapshot = files[id(run)].get(phase)
+            where = "" if snapshot is None else f", step {int(snapshot['step'])}"
+            if snapshot is not None and int(snapshot["env_step"]):
+                where += f", env step {int(snapshot['env_step'])}"
+            _calibration_panel(ax, snapshot, f"{run.label}: {PHASE_TITLES[phase]}{where}", rng)
+    more = f"; {len(shown)} of {len(with_files)} runs with calibration files" if len(with_files) > len(shown) else ""
+    fig.suptitle("Calibration: critic min(Q1, Q2)(s, a) vs Monte-Carlo return-to-go G\n"
+                 f"left column: last file of the offline phase; right column: latest file{more}")
+    fig.savefig(out, dpi=120)
+    plt.close(fig)
+    return without
+
+
+def _column(run: Run, key: str) -> tuple[np.ndarray, np.ndarray]:
+    points = [(row["step"], row.get(key, math.nan)) for row in run.rows]
+    points = [(s, v) for s, v in points if not math.isnan(v)]
+    return np.array([p[0] for p in points]), np.array([p[1] for p in points])
+
+
+def plot_diagnostics(runs: Sequence[Run], out: Path) -> None:
+    plt = _pyplot()
+    colors = _algo_colors(runs)
+    fig, axes = plt.subplots(2, 3, figsize=(14, 7.5), sharex=True, layout="constrained")
+    panels = list(zip(axes.flat, DIAGNOSTICS + ["q_vs_g"]))
+    # Updates after step offline_steps are online ones; drawn for runs that got there.
+    switches = sorted({r.offline_steps for r in runs if any(row["phase"] == "online" for row in r.rows)})
+    for index, run in enumerate(runs):
+        seed_index = [r for r in runs if r.algo == run.algo].index(run)
+        style = dict(color=colors[run.algo], linestyle=SEED_STYLES[seed_index % len(SEED_STYLES)], linewidth=1.3)
+        for ax, key in panels:
+            if key == "q_vs_g":
+                ax.plot(*_column(run, "q_data_mean"), **style, label=run.label)
+                ax.plot(*_column(run, "mc_return_mean"), **{**style, "linewidth": 3.5, "alpha": 0.3})
+            else:
+                ax.plot(*_column(run, key), **style, label=run.label)
+    for ax, key in panels:
+        ax.set_title("Q(s, a) on the batch (thin) vs its return-to-go G (wide, faded)" if key == "q_vs_g" else key, fontsize=10)
+        values = np.concatenate([_column(r, key)[1] for r in runs]) if key != "q_vs_g" else np.array([])
+        if values.size and values.min() > 0 and values.max() > 50 * values.min():
+            ax.set_yscale("log")
+        if key != "q_vs_g" and not values.size:
+            ax.text(0.5, 0.5, "not logged", transform=ax.transAxes, ha="center", va="center", color="0.4")
+        for step in switches:
+            ax.axvline(step, color="0.3", linestyle=":", linewidth=1.2)
+        ax.grid(alpha=0.3)
+    for ax in axes[-1]:
+        ax.set_xlabel("gradient step (offline and online)")
+    handles, labels = axes.flat[0].get_legend_handles_labels()
+    if switches:
+        handles.append(plt.Line2D([], [], color="0.3", linestyle=":"))
+        labels.append("online starts")
+    fig.legend(handles, labels, loc="outside lower center", ncol=min(len(labels), 5), fontsize=9)
+    fig.suptitle("Training diagnostics (one line per run; logged means over each log interval)")
+    fig.savefig(out, dpi=120)
+    plt.close(fig)
+
+

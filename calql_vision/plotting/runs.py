@@ -1,0 +1,118 @@
+"""Run directories as the plot program reads them, and the headline numbers of a run."""
+from __future__ import annotations
+
+import csv
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import yaml
+from omegaconf import OmegaConf
+
+from calql_vision.config import ConfigError
+
+
+@dataclass
+class Run:
+    """One run directory: its config.yaml and its metrics.csv rows."""
+
+    path: Path
+    name: str  # relative to the path it was found under
+    config: Any
+    rows: list[dict[str, Any]]
+
+    @property
+    def algo(self) -> str:
+        return str(OmegaConf.select(self.config, "algo.name", default="?"))
+
+    @property
+    def seed(self) -> Any:
+        return self.config.get("seed", "?")
+
+    @property
+    def offline_steps(self) -> int:
+        return int(self.config.get("offline_steps") or 0)
+
+    @property
+    def online_env_steps(self) -> int:
+        return int(self.config.get("online_env_steps") or 0)
+
+    @property
+    def label(self) -> str:
+        return f"{self.algo} seed {self.seed}"
+
+
+# ---------------------------------------------------------------------- reading runs
+def _number(value: Any) -> float:
+    return math.nan if value is None or value == "" else float(value)
+
+
+def read_metrics(path: Path) -> list[dict[str, Any]]:
+    """metrics.csv rows as floats (nan where empty), sorted by step. A resumed run's repeated
+    step keeps its last row; a half-written last line of a run in progress is dropped."""
+    by_step: dict[int, dict[str, Any]] = {}
+    with open(path, newline="") as f:
+        for raw in csv.DictReader(f):
+            if None in raw or None in raw.values() or raw.get("phase") not in ("offline", "online"):
+                continue
+            try:
+                row = {k: v if k == "phase" else _number(v) for k, v in raw.items()}
+            except ValueError:
+                continue
+            by_step[int(row["step"])] = row
+    return [by_step[step] for step in sorted(by_step)]
+
+
+def discover_runs(paths: Sequence[Path]) -> list[Run]:
+    """Every folder with metrics.csv and config.yaml under the paths (a path may be a run itself)."""
+    runs, seen = [], set()
+    for root in paths:
+        if not root.exists():
+            raise ConfigError(f"{root}: no such file or directory")
+        found = sorted(p.parent for p in root.rglob("metrics.csv") if (p.parent / "config.yaml").is_file())
+        if not found:
+            raise ConfigError(f"{root}: no run directories (a folder with metrics.csv and config.yaml) under it")
+        for run_dir in found:
+            if run_dir.resolve() in seen:
+                continue
+            seen.add(run_dir.resolve())
+            name = str(run_dir.relative_to(root)) if run_dir != root else str(root)
+            try:
+                config = OmegaConf.load(run_dir / "config.yaml")
+                runs.append(Run(run_dir, name, config, read_metrics(run_dir / "metrics.csv")))
+            except (OSError, ValueError, yaml.YAMLError) as error:
+                print(f"note: skipping {run_dir}: {error}")
+    if not runs:
+        raise ConfigError("none of the run directories found could be read (see the notes above)")
+    return sorted(runs, key=lambda r: (r.algo, str(r.seed).zfill(9), r.name))
+
+
+def evaluations(rows: Sequence[Mapping[str, Any]]) -> list[tuple[str, float, float, float]]:
+    """(phase, step, env_step, success) of the rows that hold an evaluation, by step."""
+    evals = []
+    for row in rows:
+        success = _number(row.get("eval_success_rate"))
+        if not math.isnan(success):
+            evals.append((row["phase"], _number(row["step"]), _number(row["env_step"]), success))
+    return sorted(evals, key=lambda e: e[1])
+
+
+def headline_numbers(rows: Sequence[Mapping[str, Any]], config: Mapping[str, Any]) -> dict[str, float | None]:
+    """offline_final: last offline evaluation; dip: lowest success over online evaluations with
+    env_step <= online_env_steps / 5 (the first online evaluation when none is that early);
+    final: last evaluation; regret: mean of 1 - success over online evaluations. None = undefined."""
+    evals = evaluations(rows)
+    offline = [e[3] for e in evals if e[0] == "offline"]
+    online = [e for e in evals if e[0] == "online"]
+    total = config.get("online_env_steps") or 0
+    early = [e[3] for e in online if total and e[2] <= total / 5]
+    return {
+        "offline_final": offline[-1] if offline else None,
+        "dip": min(early) if early else (online[0][3] if online else None),
+        "final": evals[-1][3] if evals else None,
+        "regret": float(np.mean([1.0 - e[3] for e in online])) if online else None,
+    }
+
+
