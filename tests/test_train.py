@@ -140,3 +140,16 @@ def test_bench_prints_its_three_figures():
     assert result.returncode == 0, result.stderr[-2000:]
     for label in ("gradient updates/s:", "environment steps/s:", "replay bytes per stored transition:"):
         assert label in result.stdout
+
+
+def test_plot_draws_a_real_run(finished_run, tmp_path):
+    """plot reads what train writes: curves, diagnostics and the calibration snapshots."""
+    result = subprocess.run(
+        [sys.executable, "-m", "calql_vision.plot", str(finished_run), f"out={tmp_path}"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    for name in ("success.png", "calibration.png", "diagnostics.png"):
+        assert (tmp_path / name).stat().st_size > 10_000, name
+    summary = (tmp_path / "summary.txt").read_text()
+    assert "calql" in summary and "regret" in summary
