@@ -157,6 +157,7 @@ class Trainer:
             self._restore(checkpoint)
         self.logger = MetricsLogger(run_dir, resume_step=self.counters["step"] if checkpoint else None)
         self._pending_metrics: list[dict[str, float]] = []
+        self._update_seconds = 0.0
         self._last_episode: dict[str, float] = {}
         self._eval_seed = calql_vision.evaluation.evaluation_seed(cfg.seed)
 
@@ -195,19 +196,10 @@ class Trainer:
         if counters["step"] >= cfg.offline_steps:
             return
         bar = tqdm(total=cfg.offline_steps, initial=counters["step"], desc="offline", unit="update")
-        last_time, last_step = time.time(), counters["step"]
         while counters["step"] < cfg.offline_steps:
-            batch = self.offline_replay.sample(cfg.batch_size, self.rng, self.device)
-            self._pending_metrics.append(self.agent.update(batch))
-            counters["step"] += 1
+            self._update(self.offline_replay.sample(cfg.batch_size, self.rng, self.device))
             bar.update(1)
-            final = counters["step"] == cfg.offline_steps
-            rates = {}
-            if counters["step"] % cfg.log_every == 0 or final:
-                now = time.time()
-                rates["updates_per_s"] = (counters["step"] - last_step) / max(now - last_time, 1e-9)
-                last_time, last_step = now, counters["step"]
-            self._after_update("offline", final, rates, bar)
+            self._after_update("offline", final=counters["step"] == cfg.offline_steps, bar=bar)
         bar.close()
 
     def _online_phase(self) -> None:
@@ -219,37 +211,39 @@ class Trainer:
             if counters["pending_updates"] == 0:
                 started = time.time()
                 episode = self._collect_episode()
-                length = len(episode["actions"])
-                self.online_replay.add_episode(**{k: episode[k] for k in (
-                    "images", "proprio", "actions", "rewards", "terminals", "truncations", "reward_to_go")})
-                counters["env_step"] += length
+                self.online_replay.add_episode(**episode.replay_arrays())
+                counters["env_step"] += episode.length
                 counters["episodes"] += 1
-                counters["pending_updates"] = length * cfg.utd
+                # Owed updates are a counter, saved with checkpoints: a resume finishes the
+                # burst instead of repeating or skipping it.
+                counters["pending_updates"] = episode.length * cfg.utd
                 self._last_episode = {
-                    "episode_return": episode["episode_return"],
-                    "episode_success": float(episode["success"]),
-                    "env_steps_per_s": length / max(time.time() - started, 1e-9),
+                    "episode_return": episode.episode_return,
+                    "episode_success": float(episode.success),
+                    "env_steps_per_s": episode.length / max(time.time() - started, 1e-9),
                 }
-                bar.update(length)
-            last_time = time.time()
-            burst = counters["pending_updates"]
+                bar.update(episode.length)
             while counters["pending_updates"] > 0:
-                batch = mixed_batch(self.offline_replay, self.online_replay, cfg.batch_size,
-                                    cfg.mixing_ratio, self.rng, self.device)
-                self._pending_metrics.append(self.agent.update(batch))
-                counters["step"] += 1
+                self._update(mixed_batch(self.offline_replay, self.online_replay, cfg.batch_size,
+                                         cfg.mixing_ratio, self.rng, self.device))
                 counters["pending_updates"] -= 1
                 final = counters["env_step"] >= cfg.online_env_steps and counters["pending_updates"] == 0
-                rates = {"updates_per_s": burst / max(time.time() - last_time, 1e-9)} if final or counters["pending_updates"] == 0 else {}
-                self._after_update("online", final, {**rates, **self._last_episode}, bar)
+                self._after_update("online", final, bar, extra=self._last_episode)
         bar.close()
+
+    def _update(self, batch: dict) -> None:
+        started = time.perf_counter()
+        self._pending_metrics.append(self.agent.update(batch))
+        self._update_seconds += time.perf_counter() - started
+        self.counters["step"] += 1
 
     def _collect_episode(self) -> dict[str, Any]:
         from calql_vision.replay import EpisodeRecorder
 
         cfg = self.cfg
         recorder = EpisodeRecorder()
-        obs, _ = self.env.reset(seed=cfg.seed * 1_000_003 + 500_000 + self.counters["episodes"])
+        # Scene seeds apart from the demos' (0, 1, ...) and the evaluations' (evaluation_seed).
+        obs, _ = self.env.reset(seed=10_000_000 * (cfg.seed + 1) + self.counters["episodes"])
         recorder.start(obs)
         while True:
             action = self.agent.act(obs, deterministic=False)
@@ -260,16 +254,18 @@ class Trainer:
         return recorder.finish(cfg.algo.discount, cfg.reward_scale, cfg.reward_bias)
 
     # ------------------------------------------------------------------ bookkeeping
-    def _after_update(self, phase: str, final: bool, extra: dict[str, float], bar) -> None:
+    def _after_update(self, phase: str, final: bool, bar, extra: dict[str, float] | None = None) -> None:
         cfg, step = self.cfg, self.counters["step"]
         evaluate = step % cfg.eval_every == 0 or final
         if step % cfg.log_every == 0 or evaluate:
             row = {k: float(np.mean([m[k] for m in self._pending_metrics])) for k in self._pending_metrics[0]}
-            self._pending_metrics = []
+            # Time inside agent.update only: evaluations and env steps do not dilute the rate.
+            row["updates_per_s"] = len(self._pending_metrics) / max(self._update_seconds, 1e-9)
+            self._pending_metrics, self._update_seconds = [], 0.0
             if evaluate:
                 result = self.evaluate()
                 row.update(eval_success_rate=result.success_rate, eval_return=result.mean_return)
-            row.update(extra)
+            row.update(extra or {})
             self.logger.log(phase, step, self.counters["env_step"], row)
             postfix = {"q": f"{row['q_data_mean']:.2f}", "G": f"{row['mc_return_mean']:.2f}", "td": f"{row['td_loss']:.3f}"}
             if evaluate:
