@@ -58,8 +58,8 @@ class CalQLAgent:
             **_encoder_kwargs(encoder_cfg),
         ).to(device)
         feature_dim = self.encoder.output_dim
-        self.critic = TwinQ(feature_dim, action_dim, cfg.hidden_dims).to(device)
-        self.actor = TanhGaussianActor(feature_dim, action_dim, cfg.hidden_dims).to(device)
+        self.critic = TwinQ(feature_dim, action_dim, cfg.hidden_dims, cfg.orthogonal_init).to(device)
+        self.actor = TanhGaussianActor(feature_dim, action_dim, cfg.hidden_dims, cfg.orthogonal_init).to(device)
         self.target_encoder = copy.deepcopy(self.encoder).requires_grad_(False)
         self.target_critic = copy.deepcopy(self.critic).requires_grad_(False)
         self.augment = RandomShift(pad=encoder_cfg.augment_pad)
@@ -143,6 +143,7 @@ class CalQLAgent:
             calibrated=self.calibration_enabled,
             importance_sample=cfg.cql_importance_sample,
             temperature=cfg.cql_temperature,
+            clip_diff=(cfg.cql_clip_diff_min, cfg.cql_clip_diff_max),
         )
 
     # ------------------------------------------------------------------ update
@@ -267,11 +268,13 @@ def conservative_gap(
     calibrated: bool,
     importance_sample: bool = True,
     temperature: float = 1.0,
+    clip_diff: tuple[float, float] = (-math.inf, math.inf),
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """The CQL gap per critic, with Cal-QL's calibration bound.
 
     Shapes: q_data (2, B); q_random / q_current / q_next (2, B, N); log-probs (B, N);
-    reward_to_go (B,). Returns gap (2,) = mean_B(T * logsumexp(ood / T) - Q(s, a)) and stats.
+    reward_to_go (B,). Returns gap (2,) = mean_B(clip(T * logsumexp(ood / T) - Q(s, a))) and
+    stats; the per-sample clip is off by default (CORL uses a lower clip of -200).
     """
     reward_to_go = reward_to_go.view(1, -1, 1)
     below = torch.cat([q_current < reward_to_go, q_next < reward_to_go], dim=-1)
@@ -289,7 +292,7 @@ def conservative_gap(
     else:
         stacked = torch.cat([q_random, q_data.unsqueeze(-1), q_next, q_current], dim=-1)
     out_of_distribution = temperature * torch.logsumexp(stacked / temperature, dim=-1)  # (2, B)
-    gap = (out_of_distribution - q_data).mean(dim=-1)
+    gap = (out_of_distribution - q_data).clamp(*clip_diff).mean(dim=-1)
     stats = {
         "bound_rate": below.float().mean(),
         "q_random_mean": q_random.mean(),

@@ -192,6 +192,8 @@ class AlgoConfig:
     cql_importance_sample: bool = doc(True, "importance-sampled logsumexp over the 3N sampled actions")
     cql_max_target_backup: bool = doc(True, "target = max over N next actions of min(target Q1, Q2)")
     cql_temperature: float = doc(1.0, "temperature T of the logsumexp")
+    cql_clip_diff_min: float = doc(float("-inf"), "per-sample lower clip of logsumexp - Q(s, a) (CORL: -200)")
+    cql_clip_diff_max: float = doc(float("inf"), "per-sample upper clip of logsumexp - Q(s, a)")
     cql_lagrange: bool = doc(False, "tune the CQL weight alpha' to keep the gap at cql_target_gap")
     cql_target_gap: float = doc(0.8, "kappa: target CQL gap of the Lagrange variant")
     backup_entropy: bool = doc(False, "subtract alpha * log pi in the TD target")
@@ -203,6 +205,7 @@ class AlgoConfig:
     init_log_alpha: float = doc(0.0, "initial log of the entropy temperature")
     target_entropy: Optional[float] = doc(None, "entropy target; null = -action_dim")
     hidden_dims: list = doc([256, 256], "hidden layers of the policy and Q MLPs")
+    orthogonal_init: bool = doc(True, "orthogonal MLP init, output gain 1e-2 (reference default); false = PyTorch default")
 
 
 @dataclass

@@ -30,8 +30,9 @@ class MetricsLogger:
             self._file.flush()
         from torch.utils.tensorboard import SummaryWriter
 
-        # purge_step drops events logged after the checkpoint we resume from.
-        self._tensorboard = SummaryWriter(str(run_dir / "tensorboard"), purge_step=resume_step)
+        # purge_step drops events at or after it: keep the checkpoint's own step, drop later ones.
+        purge_step = None if resume_step is None else resume_step + 1
+        self._tensorboard = SummaryWriter(str(run_dir / "tensorboard"), purge_step=purge_step)
 
     def _truncate_after(self, step: int) -> None:
         with open(self.csv_path, newline="") as f:

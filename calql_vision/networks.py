@@ -9,21 +9,29 @@ import torch.nn.functional as F
 from torch import nn
 
 
-def mlp(in_dim: int, hidden_dims: Sequence[int], out_dim: int) -> nn.Sequential:
+def mlp(in_dim: int, hidden_dims: Sequence[int], out_dim: int, orthogonal_init: bool = True) -> nn.Sequential:
+    """ReLU MLP. With `orthogonal_init` (the reference code's default): orthogonal hidden
+    layers with gain sqrt(2), an output layer with gain 1e-2 (initial Q-values and policy
+    means start near zero), zero biases. Otherwise PyTorch's default init."""
     layers: list[nn.Module] = []
     for width in hidden_dims:
         layers += [nn.Linear(in_dim, width), nn.ReLU()]
         in_dim = width
     layers.append(nn.Linear(in_dim, out_dim))
+    if orthogonal_init:
+        linears = [layer for layer in layers if isinstance(layer, nn.Linear)]
+        for layer in linears:
+            nn.init.orthogonal_(layer.weight, gain=1e-2 if layer is linears[-1] else math.sqrt(2.0))
+            nn.init.zeros_(layer.bias)
     return nn.Sequential(*layers)
 
 
 class TwinQ(nn.Module):
     """Two independent Q-heads, Q_i(features, action) -> (2, ...) stacked."""
 
-    def __init__(self, feature_dim: int, action_dim: int, hidden_dims: Sequence[int]) -> None:
+    def __init__(self, feature_dim: int, action_dim: int, hidden_dims: Sequence[int], orthogonal_init: bool = True) -> None:
         super().__init__()
-        self.heads = nn.ModuleList(mlp(feature_dim + action_dim, hidden_dims, 1) for _ in range(2))
+        self.heads = nn.ModuleList(mlp(feature_dim + action_dim, hidden_dims, 1, orthogonal_init) for _ in range(2))
 
     def forward(self, features: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
         """features (B, D); actions (B, A) or (B, N, A) -> Q (2, B) or (2, B, N)."""
@@ -38,9 +46,9 @@ class TanhGaussianActor(nn.Module):
     """SAC's tanh-squashed Gaussian, with the reference code's learnable log-std affine:
     log_std = multiplier * raw + offset (multiplier 1, offset -1 at init), clipped to [-20, 2]."""
 
-    def __init__(self, feature_dim: int, action_dim: int, hidden_dims: Sequence[int]) -> None:
+    def __init__(self, feature_dim: int, action_dim: int, hidden_dims: Sequence[int], orthogonal_init: bool = True) -> None:
         super().__init__()
-        self.net = mlp(feature_dim, hidden_dims, 2 * action_dim)
+        self.net = mlp(feature_dim, hidden_dims, 2 * action_dim, orthogonal_init)
         self.log_std_multiplier = nn.Parameter(torch.tensor(1.0))
         self.log_std_offset = nn.Parameter(torch.tensor(-1.0))
 

@@ -144,8 +144,16 @@ class Trainer:
         self.offline_replay = FrameReplay.from_dataset(self.dataset)
         self.heldout_replay = self._load_heldout(dataset_path)
         image_shapes = {k: tuple(v.shape[1:]) for k, v in self.dataset.images.items()}
-        capacity = cfg.online_env_steps + 2 * cfg.task.horizon + 1
-        self.online_replay = FrameReplay(capacity, image_shapes, self.dataset.proprio.shape[1], self.env.action_dim)
+        saved_replay = checkpoint["online_replay"] if checkpoint else None
+        if saved_replay:
+            # Loaded with the capacity it was created with: a resume that raises the online
+            # budget keeps it, and the ring drops its oldest episodes if it fills.
+            self.online_replay = FrameReplay.load(run_dir / saved_replay)
+        else:
+            # Every transition and its frames are kept: an episode of T steps stores T + 1
+            # frames, so 2 x (steps + one more episode) frames always suffice.
+            capacity = 2 * (cfg.online_env_steps + cfg.task.horizon)
+            self.online_replay = FrameReplay(capacity, image_shapes, self.dataset.proprio.shape[1], self.env.action_dim)
 
         first_shape = next(iter(image_shapes.values()))
         self.agent = make_agent(
@@ -333,13 +341,10 @@ class Trainer:
 
     def _restore(self, checkpoint: dict) -> None:
         from calql_vision.checkpoint import restore_rng_states
-        from calql_vision.replay import FrameReplay
 
         self.agent.load_state_dict(checkpoint["agent"])
         self.counters.update(checkpoint["counters"])
         restore_rng_states(checkpoint["rng"], self.rng)
-        if checkpoint["online_replay"]:
-            self.online_replay = FrameReplay.load(self.run_dir / checkpoint["online_replay"])
 
 
 # ---------------------------------------------------------------------- entry point

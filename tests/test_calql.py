@@ -194,3 +194,15 @@ def test_bf16_encoder_keeps_losses_in_fp32():
     assert features.dtype == torch.float32
     metrics = agent.update(make_batch())
     assert all(math.isfinite(v) for v in metrics.values())
+
+
+def test_reference_init_starts_q_near_zero_and_clip_bounds_the_gap():
+    agent = make_agent()
+    batch = make_batch()
+    q = agent.q_values(batch)
+    assert np.abs(q).max() < 0.05, "output layers start with gain 1e-2, as in the reference code"
+    default_init = make_agent(orthogonal_init=False)
+    assert not torch.equal(default_init.critic.heads[0][-1].weight, agent.critic.heads[0][-1].weight)
+    inputs = hand_built_q()
+    clipped, _ = conservative_gap(*inputs, action_dim=7, calibrated=True, clip_diff=(-1.0, 1.0))
+    assert torch.all(clipped.abs() <= 1.0) and not torch.allclose(clipped, conservative_gap(*inputs, action_dim=7, calibrated=True)[0])
