@@ -149,3 +149,24 @@ def test_interrupted_writer_leaves_no_file(tmp_path):
             writer.add_demo(**episode)
             raise KeyboardInterrupt
     assert list(tmp_path.iterdir()) == []
+
+
+def test_env_args_rebuild_the_environment_with_plain_robosuite(lift_demos):
+    """What robomimic's playback does: robosuite.make(env_name, **env_kwargs), then states."""
+    import envs  # noqa: F401  (selects headless rendering before robosuite loads)
+    import robosuite
+
+    with h5py.File(lift_demos, "r") as f:
+        env_args = json.loads(f["data"].attrs["env_args"])
+        state = f["data/demo_2/states"][5]
+        recorded_eef = f["data/demo_2/obs/robot0_eef_pos"][5]
+        recorded_image = f["data/demo_2/obs/agentview_image"][5]
+    env = robosuite.make(env_args["env_name"], **env_args["env_kwargs"])
+    env.reset()
+    env.sim.set_state_from_flattened(state)
+    env.sim.forward()
+    observation = env._get_observations(force_update=True)
+    env.close()
+    np.testing.assert_allclose(observation["robot0_eef_pos"], recorded_eef, atol=1e-6)
+    upright = observation["agentview_image"][::-1].astype(int)
+    assert np.abs(upright - recorded_image.astype(int)).mean() < 0.5
