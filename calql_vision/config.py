@@ -17,6 +17,9 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
 
 CONFIG_ROOT = Path(__file__).resolve().parent.parent / "configs"
+# Group files loaded when the command line names none, so the files stay the single source
+# of each group's values (the schema defaults only give types and help).
+DEFAULT_GROUPS = {"task": "lift_visual", "algo": "calql", "encoder": "conv"}
 
 
 def doc(default: Any, help: str) -> Any:
@@ -154,6 +157,9 @@ def load_config(
         sys.exit(0)
     if base is not None:
         config = _merge(config, base, "the saved config")
+    if base is None:  # a saved config already holds its groups' values
+        named = {arg.split("=", 1)[0] for arg in argv if "=" in arg}
+        argv = [f"{g}={DEFAULT_GROUPS[g]}" for g in groups if g in DEFAULT_GROUPS and g not in named] + argv
     overrides = []
     for arg in argv:
         if "=" not in arg:
