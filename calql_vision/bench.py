@@ -84,8 +84,8 @@ def main(argv: list[str] | None = None) -> int:
     batch = synthetic_batch(image_keys, image_shape, proprio_dim, action_dim, cfg.batch_size, device)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
     print(f"device: {name}; torch {torch.__version__}")
-    print(f"encoder: {cfg.encoder.kind} {count_parameters(agent.encoder):,} parameters, channels "
-          f"{cfg.encoder.channels}, strides {list(cfg.encoder.strides)}; images {len(image_keys)}x{image_shape}; "
+    shape = f", channels {cfg.encoder.channels}, strides {list(cfg.encoder.strides)}" if cfg.encoder.kind == "conv" else ""
+    print(f"encoder: {cfg.encoder.kind} {count_parameters(agent.encoder):,} parameters{shape}; images {len(image_keys)}x{image_shape}; "
           f"batch {cfg.batch_size}; precision {cfg.precision}; {cfg.algo.cql_n_actions} CQL actions per kind")
     rates = time_updates(agent, batch, cfg.warmup, cfg.windows, cfg.window_updates, device)
     print(f"gradient updates/s: {statistics.median(rates):.2f} (median of {cfg.windows} windows; "
