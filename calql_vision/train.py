@@ -230,6 +230,7 @@ class Trainer:
                     "episode_success": float(episode.success),
                     "env_steps_per_s": episode.length / max(time.time() - started, 1e-9),
                 }
+                bar.total = max(bar.total, counters["env_step"])  # the last episode may overshoot
                 bar.update(episode.length)
             while counters["pending_updates"] > 0:
                 self._update(mixed_batch(self.offline_replay, self.online_replay, cfg.batch_size,
