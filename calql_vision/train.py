@@ -7,6 +7,7 @@
 """
 from __future__ import annotations
 
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -365,6 +366,9 @@ def build(argv: list[str]) -> tuple[Any, Path, dict | None]:
     resume = [a.split("=", 1)[1] for a in argv if a.startswith("resume=")]
     if not resume or resume[-1] in ("null", ""):
         cfg = load_config(TrainConfig, argv, "calql_vision.train", DESCRIPTION, presets=PRESETS, base_file="base.yaml")
+        if cfg.dataset is not None and not Path(cfg.dataset).is_file():
+            # Checked before the run directory exists, so a typo leaves nothing behind.
+            raise ConfigError(f"dataset={cfg.dataset}: no such file")
         run_dir = new_run_dir(cfg)
         OmegaConf.save(cfg, run_dir / "config.yaml")
         return cfg, run_dir, None
@@ -383,15 +387,22 @@ def build(argv: list[str]) -> tuple[Any, Path, dict | None]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from datasets import DatasetError
+
     argv = sys.argv[1:] if argv is None else argv
     exit_cleanly_on_sigterm()
+    run_dir, checkpoint = None, None
     try:
         cfg, run_dir, checkpoint = build(argv)
         print(f"run directory: {run_dir}")
-        Trainer(cfg, run_dir, checkpoint).run()
-    except (ConfigError, FileNotFoundError) as error:
+        trainer = Trainer(cfg, run_dir, checkpoint)
+    except (ConfigError, FileNotFoundError, DatasetError) as error:
+        # A new run that failed while setting up holds only its config: remove it.
+        if run_dir is not None and checkpoint is None and {p.name for p in run_dir.iterdir()} <= {"config.yaml"}:
+            shutil.rmtree(run_dir)
         print(f"error: {error}", file=sys.stderr)
         return 2
+    trainer.run()
     print(f"done: {run_dir}")
     return 0
 

@@ -112,8 +112,9 @@ def test_resume_after_a_kill_truncates_rows_past_the_checkpoint(finished_run, tm
 def test_unknown_key_and_missing_dataset_are_clear_errors(tmp_path):
     result = run_train(["task=lift_visual", "batch_sise=8"], tmp_path)
     assert result.returncode == 2 and "unknown config key 'batch_sise'" in result.stderr and "'batch_size'" in result.stderr
-    result = run_train(["task=lift_visual", f"dataset={tmp_path / 'missing.hdf5'}"], tmp_path)
+    result = run_train(["task=lift_visual", f"dataset={tmp_path / 'missing.hdf5'}"], tmp_path / "runs")
     assert result.returncode == 2 and "missing.hdf5" in result.stderr
+    assert not (tmp_path / "runs").exists(), "a bad start leaves no run directory behind"
     result = run_train(["task=no_such_task"], tmp_path)
     assert result.returncode == 2 and "lift_visual" in result.stderr and "pick_place_visual" in result.stderr
 
@@ -122,6 +123,7 @@ def test_dataset_with_other_image_size_is_rejected(lift_demos, tmp_path):
     result = run_train(["task=lift_visual", "task.image_size=32", f"dataset={lift_demos}", "offline_steps=1"], tmp_path)
     assert result.returncode == 2
     assert "task.image_size=48" in result.stderr
+    assert not list(tmp_path.rglob("config.yaml")), "the run that never started was removed"
 
 
 def test_help_lists_the_keys():
@@ -153,3 +155,15 @@ def test_plot_draws_a_real_run(finished_run, tmp_path):
         assert (tmp_path / name).stat().st_size > 10_000, name
     summary = (tmp_path / "summary.txt").read_text()
     assert "calql" in summary and "regret" in summary
+
+
+def test_bad_dataset_file_is_a_clear_error_and_leaves_nothing(tmp_path):
+    import h5py
+
+    bad = tmp_path / "bad.hdf5"
+    with h5py.File(bad, "w") as f:
+        f.create_dataset("data/demo_0/rewards", data=[0.0, 1.0])
+    result = run_train(["task=lift_visual", f"dataset={bad}"], tmp_path / "runs")
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "bad.hdf5" in result.stderr and "demo_0" in result.stderr and "Traceback" not in result.stderr
+    assert not list((tmp_path / "runs").rglob("config.yaml"))
