@@ -8,6 +8,7 @@ lists the valid keys.
 from __future__ import annotations
 
 import dataclasses
+import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -256,3 +257,40 @@ class BenchConfig:
     windows: int = doc(5, "timed windows; the median is reported")
     window_updates: int = doc(5, "updates per timed window")
     env_steps: int = doc(100, "environment steps timed (with rendering)")
+
+
+# ---------------------------------------------------------------------- run directories
+def _known_keys_only(saved: dict, schema: dict, prefix: str = "") -> tuple[dict, list[str]]:
+    """The saved config without keys the current schema lacks (runs made by older code)."""
+    kept: dict = {}
+    dropped: list[str] = []
+    for key, value in saved.items():
+        if key not in schema:
+            dropped.append(f"{prefix}{key}")
+        elif isinstance(value, dict) and isinstance(schema[key], dict):
+            kept[key], more = _known_keys_only(value, schema[key], f"{prefix}{key}.")
+            dropped += more
+        else:
+            kept[key] = value
+    return kept, dropped
+
+
+def load_run_config(run_dir: str | os.PathLike) -> DictConfig:
+    """A run's config.yaml on top of the current TrainConfig defaults: keys added to the
+    schema since the run get their defaults, keys it no longer has are ignored (with a note)."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise FileNotFoundError(f"run directory {run_dir} does not exist")
+    path = run_dir / "config.yaml"
+    if not path.is_file():
+        raise FileNotFoundError(f"{run_dir} is not a run directory: it has no config.yaml")
+    schema = OmegaConf.structured(TrainConfig)
+    try:
+        saved = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
+        kept, dropped = _known_keys_only(saved, OmegaConf.to_container(schema))
+        config = OmegaConf.merge(schema, kept)
+    except OmegaConfBaseException as error:
+        raise ConfigError(f"cannot read {path}: {error}") from None
+    if dropped:
+        print(f"note: {path} has keys this version does not know; ignored: {dropped}", file=sys.stderr)
+    return config

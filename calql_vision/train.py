@@ -19,7 +19,7 @@ import torch
 from omegaconf import OmegaConf
 from tqdm import tqdm
 
-from calql_vision.config import exit_cleanly_on_sigterm, ConfigError, TrainConfig, load_config
+from calql_vision.config import ConfigError, TrainConfig, exit_cleanly_on_sigterm, load_config, load_run_config
 
 DESCRIPTION = """Offline Cal-QL pretraining on a robomimic-layout HDF5, then online fine-tuning in the
 robosuite task, from pixels. With no `dataset`, the task's scripted demonstrations are
@@ -375,9 +375,7 @@ def build(argv: list[str]) -> tuple[Any, Path, dict | None]:
     from calql_vision.checkpoint import load_checkpoint
 
     run_dir = Path(resume[-1])
-    if not (run_dir / "config.yaml").is_file():
-        raise ConfigError(f"resume={run_dir}: not a run directory (no config.yaml)")
-    saved = OmegaConf.load(run_dir / "config.yaml")
+    saved = load_run_config(run_dir)
     others = [a for a in argv if not a.startswith("resume=")]
     cfg = load_config(TrainConfig, others, "calql_vision.train", DESCRIPTION, presets=PRESETS, base=saved)
     cfg.resume = str(run_dir)
