@@ -6,10 +6,11 @@ the training data, so `calql_vision.plot` can draw Q against G without loading a
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
+
+from calql_vision.atomic_file import atomic_file
 
 MAX_POINTS = 2000  # per source: enough for a scatter plot, cheap to compute
 
@@ -30,11 +31,6 @@ def q_and_return(agent, replay, rng: np.random.Generator, device, batch_size: in
 
 
 def save_calibration(path: Path, phase: str, step: int, env_step: int, **arrays: np.ndarray) -> None:
-    """np.savez to a temporary name, then rename (never a half-written file)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.npz")
-    try:
-        np.savez(tmp, phase=np.array(phase), step=np.array(step), env_step=np.array(env_step), **arrays)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    """np.savez that never leaves half a file (see atomic_file)."""
+    with atomic_file(path) as handle:
+        np.savez(handle, phase=np.array(phase), step=np.array(step), env_step=np.array(env_step), **arrays)

@@ -9,17 +9,13 @@ from typing import Any
 import numpy as np
 import torch
 
+from calql_vision.atomic_file import atomic_file
+
 
 def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
-    """Write to a temporary file beside `path`, then rename: a kill never leaves half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    """torch.save that never leaves half a file (see atomic_file)."""
+    with atomic_file(path) as handle:
+        torch.save(obj, handle)
 
 
 def capture_rng_states(numpy_rng: np.random.Generator) -> dict[str, Any]:

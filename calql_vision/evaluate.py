@@ -15,6 +15,7 @@ from typing import Any, Optional
 
 from omegaconf import DictConfig
 
+from calql_vision.atomic_file import atomic_file
 from calql_vision.config import ConfigError, doc, exit_cleanly_on_sigterm, load_config, load_run_config
 
 DESCRIPTION = __doc__.splitlines()[0] + """
@@ -153,12 +154,8 @@ def load_policy(
 
 # ---------------------------------------------------------------------- the program
 def _atomic_write_json(path: Path, data: Any) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_text(json.dumps(data, indent=2) + "\n")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with atomic_file(path) as handle:
+        handle.write((json.dumps(data, indent=2) + "\n").encode())
 
 
 def _check_arguments(cfg: DictConfig, run_cfg: DictConfig) -> str:

@@ -7,13 +7,13 @@ Batches are dicts of torch tensors; images stay uint8 until the encoder (the mod
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 import torch
 
+from calql_vision.atomic_file import atomic_file
 from datasets.reward_to_go import reward_to_go, transform_rewards
 from datasets.robomimic_hdf5 import TransitionDataset
 
@@ -383,25 +383,13 @@ class FrameReplay:
         self.valid_start = counters["valid_start"]
 
     def save(self, path: str | os.PathLike) -> None:
-        """Write state_dict() to `path` (npz) atomically: a temporary file in the same directory,
-        fsynced, then renamed, so a crash never leaves a half-written buffer under `path`."""
+        """Write state_dict() to `path` (npz) atomically (see atomic_file)."""
         path = os.fspath(path)
         state = self.state_dict()
         flat = {name: np.asarray(state[name]) for name in state if name != "images"}
         flat.update({f"images/{key}": frames for key, frames in state["images"].items()})
-        directory = os.path.dirname(os.path.abspath(path))
-        handle = tempfile.NamedTemporaryFile("wb", dir=directory, prefix=f".{os.path.basename(path)}.",
-                                             suffix=".tmp", delete=False)
-        try:
-            with handle:
-                np.savez(handle, **flat)  # a file object: numpy adds no ".npz" suffix
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(handle.name, path)
-        except BaseException:
-            if os.path.exists(handle.name):
-                os.unlink(handle.name)
-            raise
+        with atomic_file(path) as handle:
+            np.savez(handle, **flat)  # a file object: numpy adds no ".npz" suffix
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> FrameReplay:
