@@ -13,7 +13,15 @@ from pathlib import Path
 from typing import Sequence
 
 from calql_vision.config import ConfigError
-from calql_vision.plotting.runs import Run, discover_runs, headline_numbers, read_metrics  # noqa: F401 (API)
+from calql_vision.plotting.runs import (  # noqa: F401 (API)
+    Run,
+    calibration_files,
+    calibration_numbers,
+    discover_runs,
+    fail_forever_return,
+    headline_numbers,
+    read_metrics,
+)
 
 USAGE = """usage: python -m calql_vision.plot <run dir or runs root> [more paths ...] [out=<dir>]
 
@@ -30,7 +38,11 @@ and writes into out=<dir> (default: <first path>/plots):
   diagnostics.png  td_loss, cql_gap, bound_rate, alpha, actor_loss and Q vs G over gradient
                    steps, every run overlaid, a dotted line where the online phase starts
   summary.txt      per run: last offline success, dip (lowest success in the first fifth of the
-                   online phase), final success, online regret (mean of 1 - success); also printed
+                   online phase), final success, online regret (mean of 1 - success); and
+                   the calibration at the end of the offline phase: mean Q against mean G on
+                   the training sample and the held-out demos, over all their transitions and
+                   over those whose G is an observed return (segments that reached a
+                   success); also printed
 """
 
 
@@ -43,19 +55,54 @@ def _progress(run: Run) -> str:
     return f"online {int(last['env_step'])}/{run.online_env_steps}"
 
 
+def _aligned(lines: list[list[str]]) -> str:
+    widths = [max(len(line[i]) for line in lines) for i in range(len(lines[0]))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(line, widths)).rstrip() for line in lines)
+
+
+def _cell(value: float | None, fmt: str = ".2f") -> str:
+    return "-" if value is None else format(value, fmt)
+
+
 def summary_table(runs: Sequence[Run]) -> str:
-    header = ["run", "algo", "seed", "progress", "offline final", "dip", "final", "regret"]
-    lines = [header]
+    lines = [["run", "algo", "seed", "progress", "offline final", "dip", "final", "regret"]]
     for run in runs:
         numbers = headline_numbers(run.rows, run.config)
-        cells = ["-" if v is None else f"{v:.2f}" for v in numbers.values()]
-        lines.append([run.name, run.algo, str(run.seed), _progress(run), *cells])
-    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
-    text = "\n".join("  ".join(c.ljust(w) for c, w in zip(line, widths)).rstrip() for line in lines)
-    return text + (
+        lines.append([run.name, run.algo, str(run.seed), _progress(run), *(_cell(v) for v in numbers.values())])
+    text = _aligned(lines) + (
         "\n\nsuccess rates of the deterministic evaluations; dip: lowest success with env_step <="
         "\nonline_env_steps/5 (else the first online evaluation); regret: mean of 1 - success over"
         "\nonline evaluations; progress: last logged step of the phase / its budget\n"
+    )
+    calibration = calibration_table(runs)
+    return text + ("\n" + calibration if calibration else "")
+
+
+def calibration_table(runs: Sequence[Run]) -> str:
+    """Q against G in the last offline calibration snapshot of each run ("" when none has one)."""
+    lines = [["run", "algo", "step", "sample", "n", "mean Q", "mean G", "Q<G", "observed", "Q obs", "G obs"]]
+    for run in runs:
+        snapshot = calibration_files(run).get("offline")
+        if snapshot is None:
+            continue
+        fail_forever = fail_forever_return(run.config)
+        for sample in ("train", "valid"):
+            numbers = calibration_numbers(snapshot[f"q_{sample}"], snapshot[f"g_{sample}"], fail_forever)
+            if not numbers["n"]:
+                continue
+            lines.append([
+                run.name, run.algo, str(int(snapshot["step"])), sample, str(numbers["n"]),
+                _cell(numbers["q"], ".1f"), _cell(numbers["g"], ".1f"), _cell(numbers["below"]),
+                _cell(numbers["observed"]), _cell(numbers["q_observed"], ".1f"), _cell(numbers["g_observed"], ".1f"),
+            ])
+    if len(lines) == 1:
+        return ""
+    return (
+        "calibration at the end of offline pretraining (calibration/step_<n>.npz):\n" + _aligned(lines) +
+        "\n\nmean Q: min(Q1, Q2)(s, a) on dataset actions; mean G: Monte-Carlo return-to-go; Q<G: share"
+        "\nof transitions with Q below G; observed: share whose G is an observed return (the segment"
+        "\nreached a success), the rest carry the fail-forever value reward_bias / (1 - gamma);"
+        "\nQ obs / G obs: the means over the observed-return transitions only\n"
     )
 
 

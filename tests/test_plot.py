@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from calql_vision.metrics import COLUMNS
-from calql_vision.plot import headline_numbers, main, read_metrics
+from calql_vision.plot import calibration_numbers, fail_forever_return, headline_numbers, main, read_metrics
 from calql_vision.plotting.figures import mean_band
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -107,6 +107,10 @@ def test_cli_writes_all_figures_and_the_table(tmp_path):
     # cql seed 0: offline final 0.7; dip min(0.1 at 90, 0.0 at 190 > 100 = 500/5 excluded) = 0.1;
     # final 0.6; regret mean(0.9, 1.0, 0.7, 0.4) = 0.75
     assert line.split()[1:] == ["cql", "0", "online", "500/500", "0.70", "0.10", "0.60", "0.75"]
+    # the calibration table: the offline snapshot (step 1000) of every run, train and valid samples
+    calibration = summary.split("calibration at the end of offline pretraining")[1]
+    rows_of_cql0 = [l.split() for l in calibration.splitlines() if l.startswith("lift_visual/cql/20260100")]
+    assert [(r[2], r[3], r[4]) for r in rows_of_cql0] == [("1000", "train", "400"), ("1000", "valid", "300")]
 
 
 def test_default_out_is_first_path_plots(tmp_path):
@@ -180,6 +184,22 @@ def test_undefined_numbers_are_none():
     assert headline_numbers(offline_only, {"online_env_steps": 500}) == {
         "offline_final": 0.4, "dip": None, "final": 0.4, "regret": None}
     assert set(headline_numbers([], {}).values()) == {None}
+
+
+def test_calibration_numbers_by_hand():
+    g = np.array([-100.0, -100.0, -10.0, -20.0])  # two fail-forever values, two observed returns
+    q = np.array([-30.0, -40.0, -12.0, -15.0])
+    numbers = calibration_numbers(q, g, fail_forever=-100.0)
+    assert numbers == pytest.approx({"n": 4, "q": -24.25, "g": -57.5, "below": 0.25, "observed": 0.5,
+                                     "q_observed": -13.5, "g_observed": -15.0})
+    only_failures = calibration_numbers(q[:2], g[:2], fail_forever=-100.0)
+    assert only_failures["observed"] == 0.0 and only_failures["q_observed"] is None
+    assert calibration_numbers(np.zeros(0), np.zeros(0), -100.0)["q"] is None
+
+
+def test_fail_forever_return_follows_the_reward_transform():
+    assert fail_forever_return({"reward_bias": -1.0, "algo": {"discount": 0.99}}) == pytest.approx(-100.0)
+    assert fail_forever_return({"reward_bias": -5.0, "algo": {"discount": 0.9}}) == pytest.approx(-50.0)
 
 
 def test_read_metrics_keeps_the_last_row_of_a_repeated_step_and_drops_a_torn_line(tmp_path):

@@ -2,14 +2,13 @@
 from __future__ import annotations
 
 import math
-import zipfile
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 from omegaconf import OmegaConf
 
-from calql_vision.plotting.runs import Run, evaluations
+from calql_vision.plotting.runs import Run, calibration_files, evaluations
 
 PHASE_TITLES = {"offline": "end of offline phase", "online": "latest"}
 DIAGNOSTICS = ["td_loss", "cql_gap", "bound_rate", "alpha", "actor_loss"]
@@ -120,26 +119,6 @@ def plot_success(runs: Sequence[Run], out: Path) -> None:
     ax.legend(loc="lower right", framealpha=0.9)
     fig.savefig(out, dpi=120)
     plt.close(fig)
-
-
-def calibration_files(run: Run) -> dict[str, dict[str, np.ndarray]]:
-    """{'offline': the last file written in the offline phase, 'online': the latest file},
-    each present only when it exists (one file written offline fills only 'offline')."""
-    loaded = []
-    for path in (run.path / "calibration").glob("step_*.npz"):
-        try:
-            with np.load(path) as data:
-                loaded.append({k: data[k] for k in data.files})
-        except (OSError, ValueError, zipfile.BadZipFile) as error:
-            print(f"note: skipping unreadable {path}: {error}")
-    loaded.sort(key=lambda d: int(d["step"]))
-    chosen = {}
-    offline = [d for d in loaded if str(d["phase"]) == "offline"]
-    if offline:
-        chosen["offline"] = offline[-1]
-    if loaded and (not offline or loaded[-1] is not offline[-1]):
-        chosen["online"] = loaded[-1]
-    return chosen
 
 
 def _pick_runs(runs: Sequence[Run], limit: int) -> list[Run]:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import csv
 import math
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -89,6 +90,26 @@ def discover_runs(paths: Sequence[Path]) -> list[Run]:
     return sorted(runs, key=lambda r: (r.algo, str(r.seed).zfill(9), r.name))
 
 
+def calibration_files(run: Run) -> dict[str, dict[str, np.ndarray]]:
+    """{'offline': the last file written in the offline phase, 'online': the latest file},
+    each present only when it exists (one file written offline fills only 'offline')."""
+    loaded = []
+    for path in (run.path / "calibration").glob("step_*.npz"):
+        try:
+            with np.load(path) as data:
+                loaded.append({k: data[k] for k in data.files})
+        except (OSError, ValueError, zipfile.BadZipFile) as error:
+            print(f"note: skipping unreadable {path}: {error}")
+    loaded.sort(key=lambda d: int(d["step"]))
+    chosen = {}
+    offline = [d for d in loaded if str(d["phase"]) == "offline"]
+    if offline:
+        chosen["offline"] = offline[-1]
+    if loaded and (not offline or loaded[-1] is not offline[-1]):
+        chosen["online"] = loaded[-1]
+    return chosen
+
+
 def evaluations(rows: Sequence[Mapping[str, Any]]) -> list[tuple[str, float, float, float]]:
     """(phase, step, env_step, success) of the rows that hold an evaluation, by step."""
     evals = []
@@ -116,3 +137,32 @@ def headline_numbers(rows: Sequence[Mapping[str, Any]], config: Mapping[str, Any
     }
 
 
+
+
+def fail_forever_return(config: Mapping[str, Any]) -> float:
+    """G of a segment that never succeeded (data.md): the transformed failure reward
+    (reward_scale * 0 + reward_bias) forever, r_fail / (1 - gamma)."""
+    bias = float(config.get("reward_bias", 0.0) or 0.0)
+    discount = float((config.get("algo") or {}).get("discount", 0.99))
+    return bias / (1.0 - discount)
+
+
+def calibration_numbers(q: np.ndarray, g: np.ndarray, fail_forever: float) -> dict[str, float | None]:
+    """Mean Q and mean G of a calibration sample, and the same over its transitions whose G is
+    an observed return (their segment reached a success). The other transitions carry the
+    fail-forever value, a floor far below what a bootstrapping critic can estimate there, so
+    they pull the mean G down; reporting both keeps that visible. None = no such transitions."""
+    q, g = np.asarray(q, np.float64), np.asarray(g, np.float64)
+    if len(q) == 0:
+        return {"n": 0, "q": None, "g": None, "below": None, "observed": None, "q_observed": None, "g_observed": None}
+    observed = ~np.isclose(g, fail_forever, rtol=1e-5, atol=1e-6)
+    some = bool(observed.any())
+    return {
+        "n": len(q),
+        "q": float(q.mean()),
+        "g": float(g.mean()),
+        "below": float((q < g).mean()),
+        "observed": float(observed.mean()),
+        "q_observed": float(q[observed].mean()) if some else None,
+        "g_observed": float(g[observed].mean()) if some else None,
+    }
