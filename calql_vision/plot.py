@@ -34,7 +34,8 @@ and writes into out=<dir> (default: <first path>/plots):
   calibration.png  critic Q(s, a) against the Monte-Carlo return-to-go G on held-out demos,
                    online episodes and a training sample, up to 4 runs: left column the last
                    calibration/step_*.npz of the offline phase, right column the latest one
-                   (runs without those files are left out, with a note)
+                   (no right column when no run has an online phase; runs without those
+                   files are left out, with a note)
   diagnostics.png  td_loss, cql_gap, bound_rate, alpha, actor_loss and Q vs G over gradient
                    steps, every run overlaid, a dotted line where the online phase starts
   summary.txt      per run: last offline success, dip (lowest success in the first fifth of the

@@ -113,6 +113,19 @@ def test_cli_writes_all_figures_and_the_table(tmp_path):
     assert [(r[2], r[3], r[4]) for r in rows_of_cql0] == [("1000", "train", "400"), ("1000", "valid", "300")]
 
 
+def test_offline_only_runs_get_one_calibration_column(tmp_path):
+    run_dir = write_run(tmp_path / "runs" / "calql" / "a", "calql", 0, [("offline", 500, 0, 0.2), ("offline", 1000, 0, 0.6)],
+                        online_env_steps=0)
+    snapshot_path = run_dir / "calibration" / "step_1000.npz"
+    with np.load(snapshot_path) as data:
+        snapshot = {k: data[k] for k in data.files}
+    np.savez(snapshot_path, **{**snapshot, "phase": np.array("offline")})
+    result = run_plot(str(tmp_path / "runs"))
+    assert result.returncode == 0, result.stderr
+    image = assert_real_image(tmp_path / "runs" / "plots" / "calibration.png")
+    assert image.shape[1] < 800  # one column (two would be about 1300 px wide)
+
+
 def test_default_out_is_first_path_plots(tmp_path):
     root = make_runs(tmp_path / "runs")
     one_run = root / "lift_visual" / "calql" / "20260100-000000"

@@ -175,18 +175,23 @@ def plot_calibration(runs: Sequence[Run], out: Path) -> list[str]:
     files = {id(r): f for r, f in with_files}
     plt = _pyplot()
     shown.sort(key=runs.index)
-    fig, axes = plt.subplots(len(shown), 2, figsize=(10, 4.5 * len(shown) + 0.8), squeeze=False, layout="constrained")
+    # Runs with no online phase at all (online_env_steps=0) get no empty "latest" column.
+    phases = ("offline",) if all(run.online_env_steps == 0 for run in shown) else ("offline", "online")
+    width = 5.5 * len(phases)
+    fig, axes = plt.subplots(len(shown), len(phases), figsize=(width, 4.5 * len(shown) + 0.8), squeeze=False,
+                             layout="constrained")
     rng = np.random.default_rng(0)
     for row, run in zip(axes, shown):
-        for ax, phase in zip(row, ("offline", "online")):
+        for ax, phase in zip(row, phases):
             snapshot = files[id(run)].get(phase)
             where = "" if snapshot is None else f", step {int(snapshot['step'])}"
             if snapshot is not None and int(snapshot["env_step"]):
                 where += f", env step {int(snapshot['env_step'])}"
             _calibration_panel(ax, snapshot, f"{run.label}: {PHASE_TITLES[phase]}{where}", rng)
     more = f"; {len(shown)} of {len(with_files)} runs with calibration files" if len(with_files) > len(shown) else ""
-    fig.suptitle("Calibration: critic min(Q1, Q2)(s, a) vs Monte-Carlo return-to-go G\n"
-                 f"left column: last file of the offline phase; right column: latest file{more}")
+    columns = "left column: last file of the offline phase; right column: latest file" if len(phases) == 2 \
+        else "last file of the offline phase (offline-only runs)"
+    fig.suptitle(f"Calibration: critic min(Q1, Q2)(s, a) vs Monte-Carlo return-to-go G\n{columns}{more}")
     fig.savefig(out, dpi=120)
     plt.close(fig)
     return without
