@@ -21,6 +21,11 @@ def transform_rewards(rewards: np.ndarray, scale: float, bias: float) -> np.ndar
     return (scale * np.asarray(rewards, dtype=np.float64) + bias).astype(np.float32)
 
 
+def fail_forever_value(gamma: float, bias: float) -> float:
+    """G of a segment that never succeeded: the failure reward r_neg = scale * 0 + bias, forever."""
+    return bias / (1.0 - gamma)
+
+
 def reward_to_go(
     rewards: np.ndarray,
     terminals: np.ndarray,
@@ -52,7 +57,7 @@ def reward_to_go(
     for end in ends:
         segment = transformed[start : end + 1]
         if np.all(segment == failure_reward):
-            returns[start : end + 1] = failure_reward / (1.0 - gamma)
+            returns[start : end + 1] = fail_forever_value(gamma, failure_reward)
         else:
             running = 0.0
             for t in range(end, start - 1, -1):

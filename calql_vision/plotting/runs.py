@@ -13,6 +13,7 @@ import yaml
 from omegaconf import OmegaConf
 
 from calql_vision.config import ConfigError
+from datasets.reward_to_go import fail_forever_value
 
 
 @dataclass
@@ -137,14 +138,11 @@ def headline_numbers(rows: Sequence[Mapping[str, Any]], config: Mapping[str, Any
     }
 
 
-
-
 def fail_forever_return(config: Mapping[str, Any]) -> float:
-    """G of a segment that never succeeded (data.md): the transformed failure reward
-    (reward_scale * 0 + reward_bias) forever, r_fail / (1 - gamma)."""
+    """The fail-forever G (datasets.reward_to_go) under a run's reward transform and discount."""
     bias = float(config.get("reward_bias", 0.0) or 0.0)
     discount = float((config.get("algo") or {}).get("discount", 0.99))
-    return bias / (1.0 - discount)
+    return fail_forever_value(discount, bias)
 
 
 def calibration_numbers(q: np.ndarray, g: np.ndarray, fail_forever: float) -> dict[str, float | None]:
