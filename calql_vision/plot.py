@@ -15,7 +15,6 @@ from typing import Sequence
 from calql_vision.config import ConfigError
 from calql_vision.plotting.runs import (  # noqa: F401 (API)
     Run,
-    calibration_files,
     calibration_numbers,
     discover_runs,
     fail_forever_return,
@@ -83,7 +82,7 @@ def calibration_table(runs: Sequence[Run]) -> str:
     """Q against G in the last offline calibration snapshot of each run ("" when none has one)."""
     lines = [["run", "algo", "step", "sample", "n", "mean Q", "mean G", "Q<G", "observed", "Q obs", "G obs"]]
     for run in runs:
-        snapshot = calibration_files(run).get("offline")
+        snapshot = run.calibration.get("offline")
         if snapshot is None:
             continue
         fail_forever = fail_forever_return(run.config)

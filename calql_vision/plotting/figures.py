@@ -8,7 +8,7 @@ from typing import Any, Sequence
 import numpy as np
 from omegaconf import OmegaConf
 
-from calql_vision.plotting.runs import Run, calibration_files, evaluations
+from calql_vision.plotting.runs import Run, evaluations
 
 PHASE_TITLES = {"offline": "end of offline phase", "online": "latest"}
 DIAGNOSTICS = ["td_loss", "cql_gap", "bound_rate", "alpha", "actor_loss"]
@@ -167,7 +167,7 @@ def _calibration_panel(ax, snapshot: dict[str, np.ndarray] | None, title: str, r
 
 def plot_calibration(runs: Sequence[Run], out: Path) -> list[str]:
     """Writes the figure when some run has calibration files; returns the names of runs without."""
-    with_files = [(r, f) for r in runs if (f := calibration_files(r))]
+    with_files = [(r, r.calibration) for r in runs if r.calibration]
     shown = _pick_runs([r for r, _ in with_files], MAX_CALIBRATION_RUNS)
     without = [r.name for r in runs if all(r is not w for w, _ in with_files)]
     if not shown:

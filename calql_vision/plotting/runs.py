@@ -5,6 +5,7 @@ import csv
 import math
 import zipfile
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -44,6 +45,27 @@ class Run:
     @property
     def label(self) -> str:
         return f"{self.algo} seed {self.seed}"
+
+    @cached_property
+    def calibration(self) -> dict[str, dict[str, np.ndarray]]:
+        """{'offline': the last calibration/step_*.npz written in the offline phase, 'online':
+        the latest one}, each present only when it exists (one file written offline fills only
+        'offline'). Read once per run: the figure and the summary table both use it."""
+        loaded = []
+        for path in (self.path / "calibration").glob("step_*.npz"):
+            try:
+                with np.load(path) as data:
+                    loaded.append({k: data[k] for k in data.files})
+            except (OSError, ValueError, zipfile.BadZipFile) as error:
+                print(f"note: skipping unreadable {path}: {error}")
+        loaded.sort(key=lambda d: int(d["step"]))
+        chosen = {}
+        offline = [d for d in loaded if str(d["phase"]) == "offline"]
+        if offline:
+            chosen["offline"] = offline[-1]
+        if loaded and (not offline or loaded[-1] is not offline[-1]):
+            chosen["online"] = loaded[-1]
+        return chosen
 
 
 # ---------------------------------------------------------------------- reading runs
@@ -89,26 +111,6 @@ def discover_runs(paths: Sequence[Path]) -> list[Run]:
     if not runs:
         raise ConfigError("none of the run directories found could be read (see the notes above)")
     return sorted(runs, key=lambda r: (r.algo, str(r.seed).zfill(9), r.name))
-
-
-def calibration_files(run: Run) -> dict[str, dict[str, np.ndarray]]:
-    """{'offline': the last file written in the offline phase, 'online': the latest file},
-    each present only when it exists (one file written offline fills only 'offline')."""
-    loaded = []
-    for path in (run.path / "calibration").glob("step_*.npz"):
-        try:
-            with np.load(path) as data:
-                loaded.append({k: data[k] for k in data.files})
-        except (OSError, ValueError, zipfile.BadZipFile) as error:
-            print(f"note: skipping unreadable {path}: {error}")
-    loaded.sort(key=lambda d: int(d["step"]))
-    chosen = {}
-    offline = [d for d in loaded if str(d["phase"]) == "offline"]
-    if offline:
-        chosen["offline"] = offline[-1]
-    if loaded and (not offline or loaded[-1] is not offline[-1]):
-        chosen["online"] = loaded[-1]
-    return chosen
 
 
 def evaluations(rows: Sequence[Mapping[str, Any]]) -> list[tuple[str, float, float, float]]:
