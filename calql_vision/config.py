@@ -17,17 +17,13 @@ from typing import Any, Optional, Sequence
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
 
+from calql_vision.algo_configs import ALGO_SCHEMAS, AlgoConfig, CalQLConfig
+from calql_vision.config_fields import doc
+
 CONFIG_ROOT = Path(__file__).resolve().parent.parent / "configs"
 # Group files loaded when the command line names none, so the files stay the single source
 # of each group's values (the schema defaults only give types and help).
 DEFAULT_GROUPS = {"task": "lift_visual", "algo": "calql", "encoder": "conv"}
-
-
-def doc(default: Any, help: str) -> Any:
-    """A dataclass field with a help string (lists and dicts get a default_factory)."""
-    if isinstance(default, (list, dict)):
-        return field(default_factory=lambda: type(default)(default), metadata={"help": help})
-    return field(default=default, metadata={"help": help})
 
 
 @dataclass
@@ -79,8 +75,14 @@ def _help_lines(schema: type, prefix: str = "", defaults: DictConfig | None = No
             f.default_factory is not dataclasses.MISSING and dataclasses.is_dataclass(f.default_factory())
         ):
             sub = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.type
-            lines.append(f"  {name}=<name>".ljust(34) + f"load configs/{f.name}/<name>.yaml")
-            lines += _help_lines(type(sub), prefix=f"{name}.", defaults=defaults[f.name] if defaults else None)
+            sub_schema = type(sub)
+            available = sorted(p.stem for p in (CONFIG_ROOT / f.name).glob("*.yaml"))
+            lines.append(f"  {name}=<name>".ljust(34) + f"load configs/{f.name}/<name>.yaml: {' | '.join(available)}")
+            if f.name == "algo" and defaults is not None:
+                # Each algorithm has its own keys: show the loaded one's, say how to see another's.
+                sub_schema = OmegaConf.get_type(defaults[f.name])
+                lines.append(" " * 34 + f"keys below: algo={defaults[f.name].name}; `algo=<name> --help` shows another's")
+            lines += _help_lines(sub_schema, prefix=f"{name}.", defaults=defaults[f.name] if defaults else None)
             continue
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
         if defaults is not None:  # the value after configs/base.yaml, not the schema's own
@@ -135,6 +137,14 @@ def _merge(base: DictConfig, update: DictConfig, source: str) -> DictConfig:
         raise ConfigError(f"bad config value (from {source}): {error}") from None
 
 
+def use_algo_schema(config: DictConfig, name: str) -> DictConfig:
+    """Give `config.algo` the schema of algorithm `name` (its keys and types, schema defaults)."""
+    if name not in ALGO_SCHEMAS:
+        raise ConfigError(f"algo={name}: unknown algorithm; available: {sorted(ALGO_SCHEMAS)}")
+    config.algo = OmegaConf.structured(ALGO_SCHEMAS[name])
+    return config
+
+
 def load_config(
     schema: type,
     argv: Sequence[str],
@@ -146,17 +156,20 @@ def load_config(
 ) -> DictConfig:
     """Schema defaults <- `base_file` (configs/<file>) <- `base` <- group files (`task=...`) <- preset <- `key=value` overrides.
 
-    `base` is a saved config (a run directory's config.yaml when resuming)."""
+    `base` is a saved config (a run directory's config.yaml when resuming). `algo=<name>`
+    first switches `algo` to that algorithm's schema, so its keys, and only its keys, exist.
+    `--help` prints the keys after the named groups are loaded (so `algo=iql --help` shows IQL's)."""
     argv = list(argv)
+    wants_help = any(a in ("-h", "--help") for a in argv)
+    argv = [a for a in argv if a not in ("-h", "--help")]
     groups = _group_names(schema)
     config = OmegaConf.structured(schema)
     OmegaConf.set_struct(config, True)
     if base_file is not None:
         config = _merge(config, OmegaConf.load(CONFIG_ROOT / base_file), f"configs/{base_file}")
-    if any(a in ("-h", "--help") for a in argv):
-        print(format_help(schema, program, description, defaults=config))
-        sys.exit(0)
     if base is not None:
+        if "algo" in groups:
+            config = use_algo_schema(config, str(OmegaConf.select(base, "algo.name", default="calql")))
         config = _merge(config, base, "the saved config")
     if base is None:  # a saved config already holds its groups' values
         named = {arg.split("=", 1)[0] for arg in argv if "=" in arg}
@@ -168,6 +181,8 @@ def load_config(
         key, value = arg.split("=", 1)
         if key in groups:
             group_config = load_group_file(key, value)
+            if key == "algo":
+                config = use_algo_schema(config, value)
             config = _merge(config, OmegaConf.create({key: group_config}), f"configs/{key}/{value}.yaml")
         elif key == "preset":
             if not presets or value not in presets:
@@ -175,6 +190,9 @@ def load_config(
             config = _merge(config, OmegaConf.create(presets[value]), f"preset={value}")
         else:
             overrides.append(arg)
+    if wants_help:
+        print(format_help(schema, program, description, defaults=config))
+        sys.exit(0)
     config = _merge(config, OmegaConf.from_dotlist(overrides), "the command line")
     return config
 
@@ -190,35 +208,9 @@ class EncoderConfig:
 
 
 @dataclass
-class AlgoConfig:
-    name: str = doc("calql", "algorithm: calql | cql (configs/algo/<name>.yaml)")
-    calibrated: bool = doc(True, "Cal-QL: lift policy-sample Q-values to the reward-to-go (false = CQL)")
-    calibrate_online: bool = doc(True, "keep the calibration bound during online fine-tuning (false = CORL's variant)")
-    cql_weight: float = doc(5.0, "weight w of the CQL regulariser")
-    cql_n_actions: int = doc(10, "N: sampled actions per kind (random, pi(.|s), pi(.|s'))")
-    cql_importance_sample: bool = doc(True, "importance-sampled logsumexp over the 3N sampled actions")
-    cql_max_target_backup: bool = doc(True, "target = max over N next actions of min(target Q1, Q2)")
-    cql_temperature: float = doc(1.0, "temperature T of the logsumexp")
-    cql_clip_diff_min: float = doc(float("-inf"), "per-sample lower clip of logsumexp - Q(s, a) (CORL: -200)")
-    cql_clip_diff_max: float = doc(float("inf"), "per-sample upper clip of logsumexp - Q(s, a)")
-    cql_lagrange: bool = doc(False, "tune the CQL weight alpha' to keep the gap at cql_target_gap")
-    cql_target_gap: float = doc(0.8, "kappa: target CQL gap of the Lagrange variant")
-    backup_entropy: bool = doc(False, "subtract alpha * log pi in the TD target")
-    discount: float = doc(0.99, "gamma (also used for the reward-to-go)")
-    tau: float = doc(0.005, "Polyak rate of the target critics and their encoder")
-    actor_lr: float = doc(1e-4, "actor learning rate")
-    critic_lr: float = doc(3e-4, "critic (and encoder, and alpha') learning rate")
-    alpha_lr: float = doc(1e-4, "entropy temperature learning rate")
-    init_log_alpha: float = doc(0.0, "initial log of the entropy temperature")
-    target_entropy: Optional[float] = doc(None, "entropy target; null = -action_dim")
-    hidden_dims: list = doc([256, 256], "hidden layers of the policy and Q MLPs")
-    orthogonal_init: bool = doc(True, "orthogonal MLP init, output gain 1e-2 (reference default); false = PyTorch default")
-
-
-@dataclass
 class TrainConfig:
     task: TaskConfig = field(default_factory=TaskConfig)
-    algo: AlgoConfig = field(default_factory=AlgoConfig)
+    algo: AlgoConfig = field(default_factory=CalQLConfig)
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
     dataset: Optional[str] = doc(None, "robomimic-layout HDF5 to pretrain on; null = the task's scripted demos (collected once)")
     filter_key: Optional[str] = doc("train", "mask/<key> of the dataset to train on (all demos if the file has no masks)")
@@ -227,9 +219,7 @@ class TrainConfig:
     reward_bias: float = doc(-1.0, "r' = scale * r + bias (sparse 0/1 reward -> -1/0)")
     offline_steps: int = doc(100_000, "gradient steps of offline pretraining")
     online_env_steps: int = doc(100_000, "environment steps of online fine-tuning")
-    utd: int = doc(1, "gradient updates per online environment step")
     batch_size: int = doc(256, "transitions per gradient step")
-    mixing_ratio: float = doc(0.5, "offline fraction of every online batch")
     eval_every: int = doc(5_000, "gradient steps between deterministic evaluations (both phases)")
     eval_episodes: int = doc(10, "episodes per evaluation (fixed seeds)")
     eval_video: bool = doc(True, "save the first episode of every evaluation as videos/step_<step>.mp4")
@@ -242,12 +232,15 @@ class TrainConfig:
     threads: int = doc(0, "torch CPU threads; 0 = torch's default")
     runs_root: str = doc("runs", "run directories go to <runs_root>/<task>/<algo>/<timestamp>")
     resume: Optional[str] = doc(None, "run directory to continue from its last checkpoint")
+    init_from: Optional[str] = doc(
+        None, "run directory or checkpoint whose agent starts the online phase (offline phase skipped)"
+    )
 
 
 @dataclass
 class BenchConfig:
     task: TaskConfig = field(default_factory=TaskConfig)
-    algo: AlgoConfig = field(default_factory=AlgoConfig)
+    algo: AlgoConfig = field(default_factory=CalQLConfig)
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
     batch_size: int = doc(256, "transitions per gradient step")
     device: str = doc("auto", "auto | cpu | cuda")
@@ -287,6 +280,14 @@ def load_run_config(run_dir: str | os.PathLike) -> DictConfig:
     schema = OmegaConf.structured(TrainConfig)
     try:
         saved = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
+        algo_name = str((saved.get("algo") or {}).get("name", "calql"))
+        if algo_name not in ALGO_SCHEMAS:
+            raise ConfigError(f"{path}: algo.name={algo_name} is not an algorithm of this version; "
+                              f"available: {sorted(ALGO_SCHEMAS)}")
+        schema = use_algo_schema(schema, algo_name)
+        for key in ("utd", "mixing_ratio"):  # top-level keys before they became algorithm settings
+            if key in saved:
+                saved.setdefault("algo", {}).setdefault(key, saved.pop(key))
         kept, dropped = _known_keys_only(saved, OmegaConf.to_container(schema))
         config = OmegaConf.merge(schema, kept)
     except OmegaConfBaseException as error:

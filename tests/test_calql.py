@@ -8,8 +8,11 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from calql_vision.calql import CalQLAgent, conservative_gap
-from calql_vision.config import AlgoConfig, EncoderConfig
+from calql_vision.agents import ObsSpec
+from calql_vision.agents.calql import CalQLAgent
+from calql_vision.algo_configs import CalQLConfig
+from calql_vision.config import EncoderConfig
+from calql_vision.losses import conservative_gap
 
 IMAGE_SHAPE = (3, 32, 32)
 KEYS = ["agentview_image"]
@@ -17,9 +20,10 @@ KEYS = ["agentview_image"]
 
 def make_agent(seed: int = 0, **algo_overrides) -> CalQLAgent:
     torch.manual_seed(seed)
-    algo = OmegaConf.merge(OmegaConf.structured(AlgoConfig), {"hidden_dims": [32, 32], "cql_n_actions": 3, **algo_overrides})
+    algo = OmegaConf.merge(OmegaConf.structured(CalQLConfig), {"hidden_dims": [32, 32], "cql_n_actions": 3, **algo_overrides})
     encoder = OmegaConf.merge(OmegaConf.structured(EncoderConfig), {"channels": 8, "strides": [2, 2], "feature_dim": 16})
-    return CalQLAgent(algo, encoder, KEYS, IMAGE_SHAPE, proprio_dim=9, action_dim=7, device=torch.device("cpu"), precision="fp32")
+    spec = ObsSpec(image_keys=tuple(KEYS), image_shape=IMAGE_SHAPE, proprio_dim=9, action_dim=7)
+    return CalQLAgent(algo, encoder, spec, device=torch.device("cpu"), precision="fp32")
 
 
 def make_batch(batch_size: int = 8, seed: int = 0) -> dict:

@@ -1,0 +1,1 @@
+from calql_vision.agents.sac import SACAgent as ACAAgent

@@ -1,0 +1,126 @@
+"""SAC on pixels with a critic ensemble: `algo=sac` (from scratch) and `algo=rlpd`.
+
+Follows the SAC learner of RLPD (ikostrikov/rlpd, `rlpd/agents/sac/sac_learner.py`,
+`SACLearner.update_actor`, `update_critic`, `update_temperature`); RLPD itself is a config of
+that learner (`configs/rlpd_config.py`: 10 LayerNorm critics, target = min over a random 2,
+offline_ratio 0.5), as `configs/algo/rlpd.yaml` is here. Its pixel learner
+(`rlpd/agents/drq/drq_learner.py`) shares one conv encoder trained by the critic loss, with
+the actor on detached features, which is this project's convention too (agents/base.py).
+
+One update = actor, temperature, then critics, all from the pre-update parameters of the same
+batch; subclasses change only `_critic_objective` (Cal-QL) or add terms around it.
+"""
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import torch
+
+from calql_vision.agents.base import ObsSpec, PixelAgent
+from calql_vision.losses import ensemble_min, sac_actor_loss, td_target, temperature_loss
+from calql_vision.networks import QEnsemble, TanhGaussianActor
+
+
+class SACAgent(PixelAgent):
+    """SAC: tanh-Gaussian actor, critic ensemble with Polyak targets, automatic temperature."""
+
+    METRICS = (
+        "td_loss", "critic_loss", "q_data_mean", "target_q_mean", "mc_return_mean",
+        "actor_loss", "alpha", "entropy",
+    )
+
+    def __init__(self, cfg: Any, encoder_cfg: Any, spec: ObsSpec, device: torch.device, precision: str = "bf16") -> None:
+        super().__init__(cfg, encoder_cfg, spec, device, precision)
+        if cfg.actor_q not in ("min", "mean"):
+            raise ValueError(f"algo.actor_q must be min or mean, got '{cfg.actor_q}'")
+        self.critic = QEnsemble(
+            self.feature_dim, spec.action_dim, cfg.hidden_dims, cfg.orthogonal_init,
+            num_heads=cfg.num_critics, layer_norm=cfg.critic_layer_norm,
+        ).to(device)
+        self.actor = TanhGaussianActor(
+            self.feature_dim, spec.action_dim, cfg.hidden_dims, cfg.orthogonal_init, layer_norm=cfg.actor_layer_norm
+        ).to(device)
+        self.target_encoder = copy.deepcopy(self.encoder).requires_grad_(False)
+        self.target_critic = copy.deepcopy(self.critic).requires_grad_(False)
+        self.log_alpha = torch.tensor(float(cfg.init_log_alpha), device=device, requires_grad=True)
+        self.target_entropy = -float(spec.action_dim) if cfg.target_entropy is None else float(cfg.target_entropy)
+        self.critic_optimizer = torch.optim.Adam(
+            list(self.encoder.parameters()) + list(self.critic.parameters()), lr=cfg.critic_lr
+        )
+        self.actor_optimizer = torch.optim.Adam(self.actor.parameters(), lr=cfg.actor_lr)
+        self.alpha_optimizer = torch.optim.Adam([self.log_alpha], lr=cfg.alpha_lr)
+
+    # ------------------------------------------------------------------ pieces
+    def actor_q(self, q: torch.Tensor) -> torch.Tensor:
+        """The value the actor maximises from ensemble values q (H, B): min (Cal-QL) or mean (RLPD)."""
+        return q.min(0).values if self.cfg.actor_q == "min" else q.mean(0)
+
+    def sac_target(self, batch: dict, next_features: torch.Tensor, target_next_features: torch.Tensor,
+                   alpha: torch.Tensor) -> torch.Tensor:
+        """y = r + gamma (1 - d) [min over (a subset of) target critics of Q(s', a') (- alpha log pi(a'|s'))]."""
+        with torch.no_grad():
+            next_actions, next_log_prob = self.actor(next_features)
+            target_q = ensemble_min(self.target_critic(target_next_features, next_actions), self.cfg.target_critics)
+            if self.cfg.backup_entropy:
+                target_q = target_q - alpha * next_log_prob
+            return td_target(batch["rewards"], batch["terminals"], target_q, self.cfg.discount)
+
+    def _critic_objective(self, batch: dict, features: torch.Tensor, next_features: torch.Tensor,
+                          target_next_features: torch.Tensor, alpha: torch.Tensor):
+        """(critic loss, metrics, auxiliary [(loss, optimizer)] stepped after the critic)."""
+        target = self.sac_target(batch, next_features, target_next_features, alpha)
+        q_data = self.critic(features, batch["actions"])  # (H, B)
+        td_loss = ((q_data - target.unsqueeze(0)) ** 2).mean(dim=-1).sum()
+        metrics = {
+            "td_loss": td_loss / q_data.shape[0],
+            "q_data_mean": q_data.mean(),
+            "target_q_mean": target.mean(),
+        }
+        return td_loss, metrics, []
+
+    # ------------------------------------------------------------------ update
+    def update(self, batch: dict[str, Any]) -> dict[str, float]:
+        features, next_features, target_next_features = self.encode_batch(batch)
+        alpha = self.log_alpha.exp().detach()
+
+        # Actor and temperature; detached features: the actor never trains the encoder.
+        new_actions, log_prob = self.actor(features.detach())
+        actor_loss = sac_actor_loss(log_prob, self.actor_q(self.critic(features.detach(), new_actions)), alpha)
+        alpha_loss = temperature_loss(self.log_alpha, log_prob, self.target_entropy)
+
+        critic_loss, critic_metrics, auxiliary = self._critic_objective(
+            batch, features, next_features, target_next_features, alpha
+        )
+        # All losses above used the pre-update parameters; now step each optimizer.
+        self._step(actor_loss, self.actor_optimizer)
+        self._step(alpha_loss, self.alpha_optimizer)
+        self._step(critic_loss, self.critic_optimizer)  # drops what actor_loss left on the critic
+        for loss, optimizer in auxiliary:
+            self._step(loss, optimizer)
+        self._update_targets()
+        self.num_updates += 1
+        return self._floats({
+            **critic_metrics,
+            "critic_loss": critic_loss,
+            "mc_return_mean": batch["reward_to_go"].mean(),
+            "actor_loss": actor_loss,
+            "alpha": alpha,
+            "entropy": -log_prob.mean(),
+        })
+
+    # ------------------------------------------------------------------ checkpoints
+    def _modules(self) -> dict[str, Any]:
+        return {
+            "encoder": self.encoder,
+            "critic": self.critic,
+            "actor": self.actor,
+            "target_encoder": self.target_encoder,
+            "target_critic": self.target_critic,
+            "critic_optimizer": self.critic_optimizer,
+            "actor_optimizer": self.actor_optimizer,
+            "alpha_optimizer": self.alpha_optimizer,
+        }
+
+    def _tensors(self) -> dict[str, torch.Tensor]:
+        return {"log_alpha": self.log_alpha}
