@@ -47,6 +47,9 @@ class SACConfig(AlgoConfig):
     actor_layer_norm: bool = doc(False, "LayerNorm after every hidden layer of the actor")
     actor_q: str = doc("min", "Q the actor maximises: min | mean over the ensemble")
     backup_entropy: bool = doc(False, "subtract alpha * log pi in the TD target")
+    critic_updates: int = doc(
+        1, "critic updates per actor update, on consecutive slices of a batch this many times batch_size (RLPD / WSRL's UTD)"
+    )
 
 
 @dataclass

@@ -2,6 +2,7 @@
 steps per second with rendering, and replay bytes per stored transition.
 
     python -m calql_vision.bench task=lift_visual batch_size=256 encoder.strides=[2,2,1,1]
+    python -m calql_vision.bench algo=rlpd precision=fp32 threads=2
 """
 from __future__ import annotations
 
@@ -60,6 +61,20 @@ def time_updates(agent, batch, warmup: int, windows: int, window_updates: int, d
     return rates
 
 
+def _algo_shape(algo) -> str:
+    """The settings that set an update's cost, for the bench's header line."""
+    parts = []
+    if "num_critics" in algo:
+        parts.append(f"{algo.num_critics} critics" + (" with LayerNorm" if algo.critic_layer_norm else ""))
+    if "cql_n_actions" in algo:
+        parts.append(f"{algo.cql_n_actions} CQL actions per kind")
+    if "num_z" in algo:
+        parts.append(f"{algo.num_z} Z heads")
+    if "expectile" in algo:
+        parts.append("2 critics, V head")
+    return ", ".join(parts)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     try:
@@ -67,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    from calql_vision.agents import make_agent
+    from calql_vision.agents import ObsSpec, make_agent
     from calql_vision.replay import FrameReplay
     from calql_vision.train import resolve_device
     from encoders.factory import count_parameters
@@ -80,13 +95,17 @@ def main(argv: list[str] | None = None) -> int:
     image_keys = [f"{camera}_image" for camera in task.cameras]
     image_shape = (3, task.image_size, task.image_size)
     proprio_dim, action_dim = 9, 7
-    agent = make_agent(cfg.algo, cfg.encoder, image_keys, image_shape, proprio_dim, action_dim, device, cfg.precision)
-    batch = synthetic_batch(image_keys, image_shape, proprio_dim, action_dim, cfg.batch_size, device)
+    spec = ObsSpec(tuple(image_keys), image_shape, proprio_dim, action_dim)
+    agent = make_agent(cfg.algo, cfg.encoder, spec, device, cfg.precision)
+    rows = cfg.batch_size * agent.batch_slices
+    batch = synthetic_batch(image_keys, image_shape, proprio_dim, action_dim, rows, device)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
     print(f"device: {name}; torch {torch.__version__}")
     shape = f", channels {cfg.encoder.channels}, strides {list(cfg.encoder.strides)}" if cfg.encoder.kind == "conv" else ""
     print(f"encoder: {cfg.encoder.kind} {count_parameters(agent.encoder):,} parameters{shape}; images {len(image_keys)}x{image_shape}; "
-          f"batch {cfg.batch_size}; precision {cfg.precision}; {cfg.algo.cql_n_actions} CQL actions per kind")
+          f"batch {cfg.batch_size}; precision {cfg.precision}")
+    print(f"algorithm: {cfg.algo.name} ({_algo_shape(cfg.algo)}); one update = {agent.batch_slices} critic "
+          f"update(s) and one actor update, offline-phase losses")
     rates = time_updates(agent, batch, cfg.warmup, cfg.windows, cfg.window_updates, device)
     print(f"gradient updates/s: {statistics.median(rates):.2f} (median of {cfg.windows} windows; "
           f"min {min(rates):.2f}, max {max(rates):.2f})")

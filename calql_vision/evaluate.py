@@ -107,7 +107,7 @@ def resolve_checkpoint(run_dir: str | os.PathLike, checkpoint: str | os.PathLike
 
 def build_policy(cfg: DictConfig, agent_state: dict[str, Any], device: Any) -> tuple[Any, Any]:
     """The run's env and agent, with `agent_state` (a checkpoint's "agent") loaded."""
-    from calql_vision.agents import make_agent
+    from calql_vision.agents import ObsSpec, make_agent
     from envs import make_env
 
     # The same construction seed as training, so nothing differs from its evaluations.
@@ -115,10 +115,8 @@ def build_policy(cfg: DictConfig, agent_state: dict[str, Any], device: Any) -> t
     try:
         obs, _ = env.reset()
         size = int(cfg.task.image_size)
-        agent = make_agent(
-            cfg.algo, cfg.encoder, list(env.image_keys), (3, size, size),
-            len(obs["proprio"]), env.action_dim, device, cfg.precision,
-        )
+        spec = ObsSpec(tuple(env.image_keys), (3, size, size), len(obs["proprio"]), env.action_dim)
+        agent = make_agent(cfg.algo, cfg.encoder, spec, device, cfg.precision)
         try:
             agent.load_state_dict(agent_state)
         except (KeyError, RuntimeError) as error:

@@ -3,28 +3,29 @@ from __future__ import annotations
 
 import csv
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
-# Column order of metrics.csv; update metrics not listed here are appended after them.
+# metrics.csv columns: these, then every metric the agent declares (agent.METRICS), then these.
 LEADING_COLUMNS = ["phase", "step", "env_step", "eval_success_rate", "eval_return"]
-UPDATE_COLUMNS = [
-    "td_loss", "cql_gap", "bound_rate", "q_data_mean", "mc_return_mean", "actor_loss",
-    "alpha", "entropy", "cql_alpha", "critic_loss", "target_q_mean", "q_random_mean", "q_policy_mean",
-]
 EXTRA_COLUMNS = ["episode_return", "episode_success", "updates_per_s", "env_steps_per_s"]
-COLUMNS = LEADING_COLUMNS + UPDATE_COLUMNS + EXTRA_COLUMNS
+
+
+def metric_columns(agent_metrics: Sequence[str]) -> list[str]:
+    return LEADING_COLUMNS + [m for m in agent_metrics if m not in LEADING_COLUMNS + EXTRA_COLUMNS] + EXTRA_COLUMNS
 
 
 class MetricsLogger:
-    """One CSV row per log point, plus the same scalars in TensorBoard under phase/name."""
+    """One CSV row per log point, plus the same scalars in TensorBoard under phase/name.
+    A value under a name no column holds is an error, not a silently dropped metric."""
 
-    def __init__(self, run_dir: Path, resume_step: int | None = None) -> None:
+    def __init__(self, run_dir: Path, agent_metrics: Sequence[str], resume_step: int | None = None) -> None:
+        self.columns = metric_columns(agent_metrics)
         self.csv_path = run_dir / "metrics.csv"
         if resume_step is not None and self.csv_path.exists():
             self._truncate_after(resume_step)
         new_file = not self.csv_path.exists()
         self._file = open(self.csv_path, "a", newline="")
-        self._writer = csv.DictWriter(self._file, fieldnames=COLUMNS, extrasaction="ignore")
+        self._writer = csv.DictWriter(self._file, fieldnames=self.columns, extrasaction="raise")
         if new_file:
             self._writer.writeheader()
             self._file.flush()
@@ -39,7 +40,7 @@ class MetricsLogger:
             rows = [row for row in csv.DictReader(f) if int(row["step"]) <= step]
         tmp = self.csv_path.with_suffix(".csv.tmp")
         with open(tmp, "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=COLUMNS, extrasaction="ignore")
+            writer = csv.DictWriter(f, fieldnames=self.columns, extrasaction="ignore")
             writer.writeheader()
             writer.writerows(rows)
         tmp.replace(self.csv_path)

@@ -1,7 +1,9 @@
-"""Cal-QL from pixels: offline pretraining on robot HDF5 logs, then online fine-tuning.
+"""Offline-to-online RL from pixels: pretraining on robot HDF5 logs, then online fine-tuning.
 
     python -m calql_vision.train task=pick_place_visual
     python -m calql_vision.train task=lift_visual algo=cql dataset=path/to/demos.hdf5
+    python -m calql_vision.train task=lift_visual algo=rlpd
+    python -m calql_vision.train task=lift_visual algo=wsrl init_from=runs/lift_visual/calql/<timestamp>
     python -m calql_vision.train task=lift_visual preset=quick
     python -m calql_vision.train resume=runs/lift_visual/calql/<timestamp>
 """
@@ -19,10 +21,14 @@ import torch
 from omegaconf import OmegaConf
 from tqdm import tqdm
 
+from calql_vision.algo_configs import ALGO_SCHEMAS
 from calql_vision.config import ConfigError, TrainConfig, exit_cleanly_on_sigterm, load_config, load_run_config
 
-DESCRIPTION = """Offline Cal-QL pretraining on a robomimic-layout HDF5, then online fine-tuning in the
-robosuite task, from pixels. With no `dataset`, the task's scripted demonstrations are
+DESCRIPTION = """Offline pretraining on a robomimic-layout HDF5, then online fine-tuning in the robosuite
+task, from pixels, with algo=calql (default) | cql | iql | aca | wsrl (pretrain, then fine-tune)
+or sac | rlpd (online only; rlpd also samples the dataset). init_from=<run dir or checkpoint>
+starts the online phase from another run's pretraining (e.g. wsrl or cql from a calql run).
+With no `dataset`, the task's scripted demonstrations are
 collected first (data/<task>_scripted_*.hdf5) and reused by later runs. Each run writes
 runs/<task>/<algo>/<timestamp>/ with config.yaml, metrics.csv, tensorboard/, checkpoints/,
 videos/ (one evaluation episode per evaluation), calibration/ (Q against reward-to-go) and
@@ -109,13 +115,13 @@ def check_dataset_matches_env(dataset, env, path: Path) -> None:
 class Trainer:
     """Owns the loop, counters, evaluation, logging and checkpoints; the agent only learns."""
 
-    def __init__(self, cfg, run_dir: Path, checkpoint: dict | None = None) -> None:
+    def __init__(self, cfg, run_dir: Path, checkpoint: dict | None = None, init_state: dict | None = None) -> None:
         # Imported here, not at module level, so that --help and config errors answer at once.
         import calql_vision.calibration  # noqa: F401  (loaded before the run starts, like the rest)
         import calql_vision.checkpoint  # noqa: F401
         import calql_vision.evaluation
         import calql_vision.video  # noqa: F401
-        from calql_vision.agents import make_agent
+        from calql_vision.agents import algorithm, make_agent
         from calql_vision.metrics import MetricsLogger
         from calql_vision.replay import FrameReplay
         from datasets import load_robomimic_hdf5
@@ -129,22 +135,26 @@ class Trainer:
         self.rng = np.random.default_rng(cfg.seed)
         self.device = resolve_device(cfg.device)
 
-        dataset_path = prepare_dataset(cfg)
+        self.algorithm = algorithm(cfg.algo.name)
         self.env = make_env(cfg.task, seed=cfg.seed)
-        self.dataset = load_robomimic_hdf5(
-            dataset_path,
-            image_keys=list(self.env.image_keys),
-            proprio_keys=list(cfg.task.proprio_keys),
-            gamma=cfg.algo.discount,
-            reward_scale=cfg.reward_scale,
-            reward_bias=cfg.reward_bias,
-            filter_key=dataset_filter_key(dataset_path, cfg.filter_key),
-            max_demos=cfg.max_demos,
-        )
-        check_dataset_matches_env(self.dataset, self.env, dataset_path)
-        self.offline_replay = FrameReplay.from_dataset(self.dataset)
-        self.heldout_replay = self._load_heldout(dataset_path)
-        image_shapes = {k: tuple(v.shape[1:]) for k, v in self.dataset.images.items()}
+        self.dataset = self.offline_replay = self.heldout_replay = None
+        if self.algorithm.uses_dataset:
+            dataset_path = prepare_dataset(cfg)
+            self.dataset = load_robomimic_hdf5(
+                dataset_path,
+                image_keys=list(self.env.image_keys),
+                proprio_keys=list(cfg.task.proprio_keys),
+                gamma=cfg.algo.discount,
+                reward_scale=cfg.reward_scale,
+                reward_bias=cfg.reward_bias,
+                filter_key=dataset_filter_key(dataset_path, cfg.filter_key),
+                max_demos=cfg.max_demos,
+            )
+            check_dataset_matches_env(self.dataset, self.env, dataset_path)
+            self.offline_replay = FrameReplay.from_dataset(self.dataset)
+            self.heldout_replay = self._load_heldout(dataset_path)
+        spec = self._obs_spec()
+        image_shapes = {k: spec.image_shape for k in spec.image_keys}
         saved_replay = checkpoint["online_replay"] if checkpoint else None
         if saved_replay:
             # Loaded with the capacity it was created with: a resume that raises the online
@@ -152,23 +162,64 @@ class Trainer:
             self.online_replay = FrameReplay.load(run_dir / saved_replay)
         else:
             # Every transition and its frames are kept: an episode of T steps stores T + 1
-            # frames, so 2 x (steps + one more episode) frames always suffice.
-            capacity = 2 * (cfg.online_env_steps + cfg.task.horizon)
-            self.online_replay = FrameReplay(capacity, image_shapes, self.dataset.proprio.shape[1], self.env.action_dim)
+            # frames, so 2 x (steps + one more episode) frames always suffice, plus the
+            # offline episodes an algorithm seeds the buffer with (ACA).
+            capacity = 2 * (cfg.online_env_steps + cfg.task.horizon) + self._seed_frames()
+            self.online_replay = FrameReplay(capacity, image_shapes, spec.proprio_dim, spec.action_dim)
 
-        first_shape = next(iter(image_shapes.values()))
-        self.agent = make_agent(
-            cfg.algo, cfg.encoder, list(self.env.image_keys), first_shape,
-            self.dataset.proprio.shape[1], self.env.action_dim, self.device, cfg.precision,
-        )
+        self.agent = make_agent(cfg.algo, cfg.encoder, spec, self.device, cfg.precision)
+        # Pretraining runs only for algorithms that pretrain, and not when init_from gives it.
+        self.offline_steps = cfg.offline_steps if self.algorithm.pretrains and cfg.init_from is None else 0
         self.counters = {"step": 0, "env_step": 0, "episodes": 0, "pending_updates": 0, "switched": False}
         if checkpoint is not None:
             self._restore(checkpoint)
-        self.logger = MetricsLogger(run_dir, resume_step=self.counters["step"] if checkpoint else None)
+        elif init_state is not None:
+            self.agent.load_state_dict(init_state)
+        self.logger = MetricsLogger(run_dir, self.agent.METRICS, resume_step=self.counters["step"] if checkpoint else None)
         self._pending_metrics: list[dict[str, float]] = []
         self._update_seconds = 0.0
         self._last_episode: dict[str, float] = {}
         self._eval_seed = calql_vision.evaluation.evaluation_seed(cfg.seed)
+
+    def _obs_spec(self):
+        """Shapes from the dataset when there is one (checked against the env), else the env's."""
+        from calql_vision.agents import ObsSpec
+
+        if self.dataset is not None:
+            image_shape = tuple(next(iter(self.dataset.images.values())).shape[1:])
+            proprio_dim = self.dataset.proprio.shape[1]
+        else:
+            obs, _ = self.env.reset(seed=self.cfg.seed)
+            image_shape, proprio_dim = tuple(obs[self.env.image_keys[0]].shape), len(obs["proprio"])
+        return ObsSpec(tuple(self.env.image_keys), image_shape, proprio_dim, self.env.action_dim)
+
+    def _seed_frames(self) -> int:
+        """Frames of the offline episodes copied into the online buffer at the switch."""
+        episodes = self._top_offline_episodes()
+        return sum(len(transitions) + 1 for transitions in episodes)
+
+    def _top_offline_episodes(self) -> list[np.ndarray]:
+        """Transition indices of the `algo.seed_top_episodes` offline demos with the highest
+        return (ACA's `n_trajs`, `utility.buffer_init`); ties keep the file's order."""
+        count = int(getattr(self.cfg.algo, "seed_top_episodes", 0) or 0)
+        if count <= 0 or self.dataset is None:
+            return []
+        demo = self.dataset.demo_of_transition
+        demos = np.unique(demo)
+        returns = np.array([self.dataset.rewards[demo == d].sum() for d in demos])
+        chosen = demos[np.argsort(-returns, kind="stable")[:count]]
+        return [np.flatnonzero(demo == d) for d in chosen]
+
+    def _seed_online_replay(self) -> None:
+        dataset = self.dataset
+        for transitions in self._top_offline_episodes():
+            frames = np.arange(dataset.obs_index[transitions[0]], dataset.next_obs_index[transitions[-1]] + 1)
+            self.online_replay.add_episode(
+                images={k: v[frames] for k, v in dataset.images.items()},
+                proprio=dataset.proprio[frames],
+                **{key: getattr(dataset, key)[transitions] for key in
+                   ("actions", "rewards", "terminals", "truncations", "reward_to_go")},
+            )
 
     def _load_heldout(self, dataset_path: Path):
         """The dataset's `valid` demos, never trained on, for the calibration snapshots."""
@@ -192,6 +243,7 @@ class Trainer:
             if not self.counters["switched"]:
                 self.save_calibration("offline")
                 self.agent.on_online_start()
+                self._seed_online_replay()
                 self.counters["switched"] = True
             self._online_phase()
             if self.counters["env_step"] > 0:
@@ -202,18 +254,37 @@ class Trainer:
 
     def _offline_phase(self) -> None:
         cfg, counters = self.cfg, self.counters
-        if counters["step"] >= cfg.offline_steps:
+        if counters["step"] >= self.offline_steps:
             return
-        bar = tqdm(total=cfg.offline_steps, initial=counters["step"], desc="offline", unit="update")
-        while counters["step"] < cfg.offline_steps:
-            self._update(self.offline_replay.sample(cfg.batch_size, self.rng, self.device))
+        bar = tqdm(total=self.offline_steps, initial=counters["step"], desc="offline", unit="update")
+        while counters["step"] < self.offline_steps:
+            self._update(self.offline_replay.sample(self._rows_per_update(), self.rng, self.device))
             bar.update(1)
-            self._after_update("offline", final=counters["step"] == cfg.offline_steps, bar=bar)
+            self._after_update("offline", final=counters["step"] == self.offline_steps, bar=bar)
         bar.close()
 
-    def _online_phase(self) -> None:
+    def _rows_per_update(self) -> int:
+        return self.cfg.batch_size * self.agent.batch_slices
+
+    def _online_batch(self) -> dict:
+        """An online batch as the algorithm draws it: `algo.mixing_ratio` offline (null: each
+        transition drawn uniformly from offline + online data together), the rest online."""
         from calql_vision.replay import mixed_batch
 
+        rows, ratio = self._rows_per_update(), self.cfg.algo.mixing_ratio
+        if self.offline_replay is None or ratio == 0:
+            return self.online_replay.sample(rows, self.rng, self.device)
+        if ratio is None:
+            offline, online = len(self.offline_replay), len(self.online_replay)
+            ratio = self.rng.binomial(rows, offline / (offline + online)) / rows
+        return mixed_batch(self.offline_replay, self.online_replay, rows, ratio, self.rng, self.device)
+
+    def _owed_updates(self, episode_start: int, length: int) -> int:
+        """Updates owed for env steps [episode_start, episode_start + length): utd per step,
+        none for the warm-up steps."""
+        return max(0, episode_start + length - max(episode_start, self.cfg.algo.warmup_steps)) * self.cfg.algo.utd
+
+    def _online_phase(self) -> None:
         cfg, counters = self.cfg, self.counters
         bar = tqdm(total=cfg.online_env_steps, initial=counters["env_step"], desc="online", unit="env step")
         while counters["env_step"] < cfg.online_env_steps or counters["pending_updates"] > 0:
@@ -221,11 +292,11 @@ class Trainer:
                 started = time.time()
                 episode = self._collect_episode()
                 self.online_replay.add_episode(**episode.replay_arrays())
-                counters["env_step"] += episode.length
-                counters["episodes"] += 1
                 # Owed updates are a counter, saved with checkpoints: a resume finishes the
                 # burst instead of repeating or skipping it.
-                counters["pending_updates"] = episode.length * cfg.utd
+                counters["pending_updates"] = self._owed_updates(counters["env_step"], episode.length)
+                counters["env_step"] += episode.length
+                counters["episodes"] += 1
                 self._last_episode = {
                     "episode_return": episode.episode_return,
                     "episode_success": float(episode.success),
@@ -234,8 +305,7 @@ class Trainer:
                 bar.total = max(bar.total, counters["env_step"])  # the last episode may overshoot
                 bar.update(episode.length)
             while counters["pending_updates"] > 0:
-                self._update(mixed_batch(self.offline_replay, self.online_replay, cfg.batch_size,
-                                         cfg.mixing_ratio, self.rng, self.device))
+                self._update(self._online_batch())
                 counters["pending_updates"] -= 1
                 final = counters["env_step"] >= cfg.online_env_steps and counters["pending_updates"] == 0
                 self._after_update("online", final, bar, extra=self._last_episode)
@@ -255,8 +325,12 @@ class Trainer:
         # Scene seeds apart from the demos' (0, 1, ...) and the evaluations' (evaluation_seed).
         obs, _ = self.env.reset(seed=10_000_000 * (cfg.seed + 1) + self.counters["episodes"])
         recorder.start(obs)
+        random_until = cfg.algo.warmup_steps if cfg.algo.warmup_policy == "random" else 0
         while True:
-            action = self.agent.act(obs, deterministic=False)
+            if self.counters["env_step"] + len(recorder) < random_until:
+                action = self.rng.uniform(-1.0, 1.0, size=self.env.action_dim)
+            else:
+                action = self.agent.act(obs, deterministic=False)
             obs, reward, terminated, truncated, _ = self.env.step(action)
             recorder.add(action, reward, terminated, truncated, obs)
             if terminated or truncated:
@@ -277,7 +351,7 @@ class Trainer:
                 row.update(eval_success_rate=result.success_rate, eval_return=result.mean_return)
             row.update(extra or {})
             self.logger.log(phase, step, self.counters["env_step"], row)
-            postfix = {"q": f"{row['q_data_mean']:.2f}", "G": f"{row['mc_return_mean']:.2f}", "td": f"{row['td_loss']:.3f}"}
+            postfix = {label: f"{row[key]:.3g}" for label, key in self.agent.PROGRESS.items() if key in row}
             if evaluate:
                 postfix["success"] = f"{row['eval_success_rate']:.2f}"
             bar.set_postfix(postfix)
@@ -361,17 +435,64 @@ def new_run_dir(cfg) -> Path:
     return run_dir
 
 
-def build(argv: list[str]) -> tuple[Any, Path, dict | None]:
-    """Parse the command line into (config, run directory, checkpoint to resume or None)."""
+# What must agree between an init_from checkpoint's run and the run it starts: the networks'
+# inputs and sizes. Keys of the algorithm's own networks are checked by loading the state.
+INIT_FROM_SAME_KEYS = ("task.name", "task.cameras", "task.image_size", "task.proprio_keys", "encoder")
+
+
+def init_from_checkpoint(cfg) -> tuple[Path, dict]:
+    """The offline checkpoint named by `init_from` (a run directory: its checkpoint at the end of
+    pretraining; or a .pt file), checked against this run's config; ConfigError otherwise."""
+    from calql_vision.agents import can_init_from
+    from calql_vision.checkpoint import load_checkpoint
+
+    source = Path(cfg.init_from)
+    if source.is_dir():
+        source_cfg = load_run_config(source)
+        path = source / "checkpoints" / f"step_{source_cfg.offline_steps}.pt"
+        if not path.is_file():
+            raise ConfigError(f"init_from={source}: no checkpoint at the end of its pretraining ({path})")
+    elif source.is_file():
+        path = source
+    else:
+        raise ConfigError(f"init_from={source}: no such run directory or checkpoint file")
+    try:
+        checkpoint = load_checkpoint(path)
+    except ValueError as error:
+        raise ConfigError(f"init_from={source}: {error}") from None
+    saved = OmegaConf.create(checkpoint.get("config") or {})
+    source_algo = str(OmegaConf.select(saved, "algo.name", default="?"))
+    if source_algo not in ALGO_SCHEMAS or not can_init_from(cfg.algo.name, source_algo):
+        compatible = sorted(a for a in ALGO_SCHEMAS if can_init_from(cfg.algo.name, a))
+        raise ConfigError(f"init_from={source}: a {source_algo} checkpoint cannot start algo={cfg.algo.name}; "
+                          f"it needs one of {compatible}")
+    if checkpoint["counters"].get("switched"):
+        raise ConfigError(f"init_from={path}: taken after the switch to online; give a checkpoint of the offline phase")
+    differ = [key for key in INIT_FROM_SAME_KEYS
+              if OmegaConf.to_container(OmegaConf.create({"v": OmegaConf.select(saved, key)}))
+              != OmegaConf.to_container(OmegaConf.create({"v": OmegaConf.select(cfg, key)}))]
+    if differ:
+        raise ConfigError(f"init_from={path}: these settings differ from the checkpoint's run: {differ}")
+    if source_algo != cfg.algo.name:
+        print(f"note: algo={cfg.algo.name} starts from {source_algo} pretraining ({path})")
+    return path, checkpoint["agent"]
+
+
+def build(argv: list[str]) -> tuple[Any, Path, dict | None, dict | None]:
+    """Parse the command line into (config, run directory, checkpoint to resume or None,
+    agent state to start the online phase from (init_from) or None)."""
     resume = [a.split("=", 1)[1] for a in argv if a.startswith("resume=")]
     if not resume or resume[-1] in ("null", ""):
         cfg = load_config(TrainConfig, argv, "calql_vision.train", DESCRIPTION, presets=PRESETS, base_file="base.yaml")
         if cfg.dataset is not None and not Path(cfg.dataset).is_file():
             # Checked before the run directory exists, so a typo leaves nothing behind.
             raise ConfigError(f"dataset={cfg.dataset}: no such file")
+        init_state = None
+        if cfg.init_from is not None:
+            _, init_state = init_from_checkpoint(cfg)
         run_dir = new_run_dir(cfg)
         OmegaConf.save(cfg, run_dir / "config.yaml")
-        return cfg, run_dir, None
+        return cfg, run_dir, None, init_state
     from calql_vision.checkpoint import load_checkpoint
 
     run_dir = Path(resume[-1])
@@ -381,7 +502,7 @@ def build(argv: list[str]) -> tuple[Any, Path, dict | None]:
     cfg.resume = str(run_dir)
     checkpoint = load_checkpoint(run_dir / "checkpoints" / "latest.pt")
     OmegaConf.save(cfg, run_dir / "config.yaml")
-    return cfg, run_dir, checkpoint
+    return cfg, run_dir, checkpoint, None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -391,9 +512,9 @@ def main(argv: list[str] | None = None) -> int:
     exit_cleanly_on_sigterm()
     run_dir, checkpoint = None, None
     try:
-        cfg, run_dir, checkpoint = build(argv)
+        cfg, run_dir, checkpoint, init_state = build(argv)
         print(f"run directory: {run_dir}")
-        trainer = Trainer(cfg, run_dir, checkpoint)
+        trainer = Trainer(cfg, run_dir, checkpoint, init_state)
     except (ConfigError, FileNotFoundError, DatasetError) as error:
         # A new run that failed while setting up holds only its config: remove it.
         if run_dir is not None and checkpoint is None and {p.name for p in run_dir.iterdir()} <= {"config.yaml"}:

@@ -122,6 +122,8 @@ class PixelAgent:
         return self.critic(features, batch["actions"]).min(0).values.cpu().numpy()
 
     # ------------------------------------------------------------------ updates
+    batch_slices = 1  # the trainer samples batch_size * batch_slices rows per update call
+
     def _step(self, loss: torch.Tensor, optimizer: torch.optim.Optimizer) -> None:
         optimizer.zero_grad(set_to_none=True)  # also drops what earlier losses left on these tensors
         loss.backward()

@@ -80,7 +80,30 @@ class SACAgent(PixelAgent):
         return td_loss, metrics, []
 
     # ------------------------------------------------------------------ update
+    @property
+    def batch_slices(self) -> int:
+        """The trainer samples batch_size * batch_slices rows per update call."""
+        return self.cfg.critic_updates
+
     def update(self, batch: dict[str, Any]) -> dict[str, float]:
+        """With critic_updates = K > 1 (RLPD's utd_ratio, WSRL's high UTD), the batch holds K
+        slices: K - 1 critic-only updates, each followed by a target update, then one joint
+        update on the last slice, as `SACLearner.update` runs its critic loop then the actor."""
+        slices = self.batch_slices
+        for index in range(slices - 1):
+            self._critic_only_update(_batch_slice(batch, index, slices))
+        return self._joint_update(_batch_slice(batch, slices - 1, slices) if slices > 1 else batch)
+
+    def _critic_only_update(self, batch: dict[str, Any]) -> None:
+        features, next_features, target_next_features = self.encode_batch(batch)
+        alpha = self.log_alpha.exp().detach()
+        critic_loss, _, auxiliary = self._critic_objective(batch, features, next_features, target_next_features, alpha)
+        self._step(critic_loss, self.critic_optimizer)
+        for loss, optimizer in auxiliary:
+            self._step(loss, optimizer)
+        self._update_targets()
+
+    def _joint_update(self, batch: dict[str, Any]) -> dict[str, float]:
         features, next_features, target_next_features = self.encode_batch(batch)
         alpha = self.log_alpha.exp().detach()
 
@@ -124,3 +147,14 @@ class SACAgent(PixelAgent):
 
     def _tensors(self) -> dict[str, torch.Tensor]:
         return {"log_alpha": self.log_alpha}
+
+
+def _batch_slice(batch: dict[str, Any], index: int, count: int) -> dict[str, Any]:
+    """Rows [index * n, (index + 1) * n) of every tensor in the batch, n = rows / count."""
+    def cut(value: Any) -> Any:
+        if isinstance(value, dict):
+            return {k: cut(v) for k, v in value.items()}
+        size = value.shape[0] // count
+        return value[index * size:(index + 1) * size]
+
+    return {k: cut(v) for k, v in batch.items()}
