@@ -84,12 +84,13 @@ class IQLConfig(AlgoConfig):
 class ACAConfig(SACConfig):
     """ACA: offline SAC + maximum likelihood with Z(s) heads; online SAC on R + w * c(log pi_0)."""
 
+    backup_entropy: bool = doc(True, "subtract alpha * log pi in the TD targets of Q, Z and R (as ACA's code does)")
     bc_scale: float = doc(30.0, "offline actor: lambda = bc_scale / mean|Q| on the SAC term, plus -log pi(a|s) of the data")
     num_z: int = doc(2, "state-value heads Z_k(s) aligned with the policy offline")
     clip_beta: float = doc(5.0, "soft lower clip of log pi_0 at the log-density beta standard deviations from its mean")
     prior_weight_start: float = doc(1.0, "w at the switch: weight of c(log pi_0(a|s)) inside Q online")
     prior_weight_end: float = doc(0.5, "w after prior_decay_steps online gradient steps (linear decay)")
-    prior_decay_steps: int = doc(20_000, "online gradient steps over which w decays")
+    prior_decay_steps: int = doc(20_000, "online gradient steps over which w falls from start to end")
     online_init_log_alpha: float = doc(0.0, "log temperature at the switch (ACA resets alpha to 1)")
     seed_top_episodes: int = doc(10, "offline episodes with the highest return copied into the online buffer at the switch")
 

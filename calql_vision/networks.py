@@ -65,7 +65,7 @@ class StateValue(nn.Module):
         return torch.stack([head(features).squeeze(-1) for head in self.heads])
 
 
-def _gaussian_log_prob(pre_tanh: torch.Tensor, mean: torch.Tensor, log_std: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+def tanh_gaussian_log_prob(pre_tanh: torch.Tensor, mean: torch.Tensor, log_std: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
     """log N(pre_tanh; mean, std = exp(log_std)) summed over action dims, minus the tanh correction.
     `std` is passed in, not recomputed, so a sample and its log-probability share one exp node."""
     gaussian = (-0.5 * ((pre_tanh - mean) / std) ** 2 - log_std - 0.5 * math.log(2 * math.pi)).sum(-1)
@@ -106,7 +106,7 @@ class TanhGaussianActor(nn.Module):
         pre_tanh = mean + std * torch.randn_like(mean)
         # Log-probability before tanh: the order autograd accumulates pre_tanh's gradient in,
         # kept as it was so Cal-QL's updates stay bit-identical across refactors.
-        log_prob = _gaussian_log_prob(pre_tanh, mean, log_std, std)
+        log_prob = tanh_gaussian_log_prob(pre_tanh, mean, log_std, std)
         return torch.tanh(pre_tanh), log_prob
 
     def log_prob(self, features: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
@@ -118,7 +118,7 @@ class TanhGaussianActor(nn.Module):
     @staticmethod
     def log_prob_from(mean: torch.Tensor, log_std: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
         pre_tanh = torch.atanh(actions.clamp(-_ATANH_LIMIT, _ATANH_LIMIT))
-        return _gaussian_log_prob(pre_tanh, mean, log_std, log_std.exp())
+        return tanh_gaussian_log_prob(pre_tanh, mean, log_std, log_std.exp())
 
     def deterministic(self, features: torch.Tensor) -> torch.Tensor:
         """The evaluation action tanh(mean)."""

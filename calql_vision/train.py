@@ -174,7 +174,14 @@ class Trainer:
         if checkpoint is not None:
             self._restore(checkpoint)
         elif init_state is not None:
-            self.agent.load_state_dict(init_state)
+            try:
+                self.agent.load_state_dict(init_state)
+            except (KeyError, RuntimeError) as error:
+                detail = " ".join(str(error).split())
+                raise ConfigError(
+                    f"init_from={cfg.init_from}: the checkpoint's networks do not fit algo={cfg.algo.name} with these "
+                    f"settings (match num_critics, LayerNorm and hidden_dims to the pretraining run): {detail[:300]}"
+                ) from None
         self.logger = MetricsLogger(run_dir, self.agent.METRICS, resume_step=self.counters["step"] if checkpoint else None)
         self._pending_metrics: list[dict[str, float]] = []
         self._update_seconds = 0.0

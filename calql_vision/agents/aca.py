@@ -41,7 +41,9 @@ Deviations from the official code:
 * One update runs actor -> temperature -> critic(s) from the pre-update parameters of one batch
   (this family's order, agents/sac.py); the official runs temperature -> critic -> Z -> actor,
   each reading what the previous step left. The critic target and the Z target share one a'.
-* The entropy backup is always on (ACA's derivation needs it); `backup_entropy` is ignored.
+* `backup_entropy` (on in configs/algo/aca.yaml, as in the official code) switches the
+  alpha log pi(a'|s') term in all three targets (Q, Z, R) together, so Z stays aligned with the
+  critic it will initialise; on by default, as in the official code.
 * At the switch the temperature and critic optimizers are new; the official `load_model` keeps
   the offline Adam moments of log alpha (and of the discarded Q, reused for R).
 * The actor loss uses `actor_q` (default min, the official reduction) on R.
@@ -59,7 +61,7 @@ from calql_vision.agents.sac import SACAgent
 from calql_vision.losses import (
     ensemble_min, ml_normalised_actor_loss, sac_actor_loss, soft_lower_clip, td_target, temperature_loss,
 )
-from calql_vision.networks import QEnsemble, StateValue, TanhGaussianActor, _gaussian_log_prob
+from calql_vision.networks import QEnsemble, StateValue, TanhGaussianActor, tanh_gaussian_log_prob
 
 ACTOR_GRAD_CLIP = 0.25  # aca_impl.py update_actor: clip_grad_norm_(policy, 0.25), online only
 
@@ -127,8 +129,8 @@ class ACAAgent(SACAgent):
             mean, log_std = self.reference_actor.distribution(reference_features)
             std = log_std.exp()
             beta = float(self.cfg.clip_beta)
-            low = _gaussian_log_prob(mean - beta * std, mean, log_std, std)
-            high = _gaussian_log_prob(mean + beta * std, mean, log_std, std)
+            low = tanh_gaussian_log_prob(mean - beta * std, mean, log_std, std)
+            high = tanh_gaussian_log_prob(mean + beta * std, mean, log_std, std)
             return mean, log_std, torch.minimum(low, high)
 
     def _prior(self, reference: tuple[torch.Tensor, torch.Tensor, torch.Tensor], actions: torch.Tensor) -> torch.Tensor:
@@ -146,6 +148,11 @@ class ACAAgent(SACAgent):
         self.prior_weight = max(w, end) if start >= end else min(w, end)
 
     # ------------------------------------------------------------------ losses
+    def _entropy_backup(self, alpha: torch.Tensor, next_log_prob: torch.Tensor) -> torch.Tensor:
+        """alpha log pi(a'|s'), subtracted in all three targets (Q, Z, R) when backup_entropy
+        is on (the official code, and configs/algo/aca.yaml); 0 otherwise."""
+        return alpha * next_log_prob if self.cfg.backup_entropy else torch.zeros_like(next_log_prob)
+
     def _offline_actor_loss(self, batch: dict, features: torch.Tensor, alpha: torch.Tensor):
         """SAC+ML: (loss, lambda, log pi(a~|s), log pi(a|s) of the data). Reads detached features."""
         features = features.detach()
@@ -179,11 +186,12 @@ class ACAAgent(SACAgent):
         # Targets: one a' ~ pi(.|s') serves the soft TD target and the Z target.
         with torch.no_grad():
             next_actions, next_log_prob = self.actor(next_features)
+            entropy_backup = self._entropy_backup(alpha, next_log_prob)
             target_q = ensemble_min(self.target_critic(target_next_features, next_actions), cfg.target_critics)
-            target = td_target(batch["rewards"], batch["terminals"], target_q - alpha * next_log_prob, cfg.discount)
+            target = td_target(batch["rewards"], batch["terminals"], target_q - entropy_backup, cfg.discount)
             z_next = self.z(next_features).min(dim=0).values  # current Z heads, online encoder
             z_target = td_target(
-                batch["rewards"], batch["terminals"], next_log_prob + z_next - alpha * next_log_prob, cfg.discount
+                batch["rewards"], batch["terminals"], next_log_prob + z_next - entropy_backup, cfg.discount
             )
 
         # Critics and Z heads: one loss, one backward, one optimizer (they share the encoder).
@@ -242,7 +250,7 @@ class ACAAgent(SACAgent):
         with torch.no_grad():
             next_actions, next_log_prob = self.actor(next_features)
             target_r = ensemble_min(self.target_critic(target_next_features, next_actions), cfg.target_critics)
-            next_value = target_r + self._prior(reference_next, next_actions) - alpha * next_log_prob
+            next_value = target_r + self._prior(reference_next, next_actions) - self._entropy_backup(alpha, next_log_prob)
             target = td_target(batch["rewards"], batch["terminals"], next_value, cfg.discount)
             prior_data = self._prior(reference, batch["actions"])
             log_pi_data = self.actor.log_prob(features.detach(), batch["actions"])

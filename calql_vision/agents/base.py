@@ -163,6 +163,10 @@ class PixelAgent:
         return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        # A private copy: Optimizer.load_state_dict keeps the given moment tensors when no cast
+        # is needed, so an agent loaded from another live agent's state would share its Adam
+        # state and drift with it.
+        state = copy.deepcopy(state)
         for name, module in self._modules().items():
             module.load_state_dict(state[name])
         with torch.no_grad():

@@ -1,0 +1,139 @@
+"""What every registered algorithm's agent must do, offline and after the switch to online."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from calql_vision.agents import ALGORITHMS, ObsSpec, algo_schema, make_agent
+from calql_vision.config import EncoderConfig, load_group_file
+
+SPEC = ObsSpec(image_keys=("agentview_image",), image_shape=(3, 32, 32), proprio_dim=9, action_dim=7)
+TINY = {"hidden_dims": [32, 32], "cql_n_actions": 3}
+# The ensemble and high-UTD methods keep those features, small: 3 critics, 2 critic updates per actor update.
+TINY_ENSEMBLE = {"num_critics": 3, "critic_updates": 2}
+
+
+def build(name: str, seed: int = 0):
+    """The algorithm's own config file with tiny networks (only the keys its schema has)."""
+    schema = OmegaConf.structured(algo_schema(name))
+    tiny = {**TINY, **(TINY_ENSEMBLE if name in ("rlpd", "wsrl") else {})}
+    algo = OmegaConf.merge(schema, load_group_file("algo", name), {k: v for k, v in tiny.items() if k in schema})
+    encoder = OmegaConf.merge(OmegaConf.structured(EncoderConfig), {"channels": 8, "strides": [2, 2], "feature_dim": 16})
+    torch.manual_seed(seed)
+    return make_agent(algo, encoder, SPEC, torch.device("cpu"), "fp32")
+
+
+def make_batch(rows: int, seed: int = 0) -> dict:
+    g = torch.Generator().manual_seed(seed)
+    images = lambda: {"agentview_image": torch.randint(0, 256, (rows, *SPEC.image_shape), dtype=torch.uint8, generator=g)}
+    return {
+        "obs": images(), "next_obs": images(),
+        "proprio": torch.randn(rows, 9, generator=g), "next_proprio": torch.randn(rows, 9, generator=g),
+        "actions": torch.rand(rows, 7, generator=g) * 1.8 - 0.9,
+        "rewards": -(torch.rand(rows, generator=g) < 0.9).float(), "terminals": (torch.rand(rows, generator=g) < 0.1).float(),
+        "truncations": torch.zeros(rows), "reward_to_go": -torch.rand(rows, generator=g) * 30,
+    }
+
+
+def agent_in_phase(name: str, phase: str, seed: int = 0):
+    agent = build(name, seed)
+    for i in range(2):
+        agent.update(make_batch(8 * agent.batch_slices, seed=i))
+    if phase == "online":
+        agent.on_online_start()
+    return agent
+
+
+def params(module: torch.nn.Module) -> list[torch.Tensor]:
+    return [p.detach().clone() for p in module.parameters()]
+
+
+def same(before: list[torch.Tensor], module: torch.nn.Module) -> bool:
+    return all(torch.equal(b, p) for b, p in zip(before, module.parameters()))
+
+
+def optimizers(agent) -> dict[str, torch.optim.Optimizer]:
+    return {k: v for k, v in agent._modules().items() if isinstance(v, torch.optim.Optimizer)}
+
+
+CASES = [(name, phase) for name in sorted(ALGORITHMS) for phase in ("offline", "online")]
+
+
+@pytest.mark.parametrize("name,phase", CASES)
+def test_update_returns_declared_finite_metrics_and_changes_the_critic(name, phase):
+    agent = agent_in_phase(name, phase)
+    critic_before = params(agent.critic)
+    metrics = agent.update(make_batch(8 * agent.batch_slices, seed=5))
+    assert metrics and set(metrics) <= set(agent.METRICS), set(metrics) - set(agent.METRICS)
+    assert all(isinstance(v, float) and math.isfinite(v) for v in metrics.values()), metrics
+    assert set(agent.PROGRESS.values()) <= set(agent.METRICS)
+    assert not same(critic_before, agent.critic)
+
+
+@pytest.mark.parametrize("name,phase", CASES)
+def test_act_shapes_and_determinism(name, phase):
+    agent = agent_in_phase(name, phase)
+    rng = np.random.default_rng(0)
+    obs = {"agentview_image": rng.integers(0, 256, SPEC.image_shape, dtype=np.uint8), "proprio": rng.normal(size=9)}
+    batch = {k: np.stack([v, v, v]) for k, v in obs.items()}
+    action = agent.act(obs, deterministic=True)
+    assert action.shape == (7,) and np.all(np.abs(action) <= 1)
+    np.testing.assert_array_equal(action, agent.act(obs, deterministic=True))
+    assert not np.array_equal(agent.act(obs, deterministic=False), agent.act(obs, deterministic=False))
+    actions = agent.act(batch, deterministic=True)
+    assert actions.shape == (3, 7)
+    np.testing.assert_allclose(actions, np.stack([action] * 3), atol=1e-6)
+
+
+@pytest.mark.parametrize("name,phase", CASES)
+def test_the_actor_loss_never_moves_the_encoder(name, phase):
+    agent = agent_in_phase(name, phase)
+    # Freeze every optimizer but the actor's: what moves now moves through the actor loss.
+    for key, optimizer in optimizers(agent).items():
+        if key != "actor_optimizer":
+            for group in optimizer.param_groups:
+                group["lr"] = 0.0
+    encoder_before, actor_before = params(agent.encoder), params(agent.actor)
+    agent.update(make_batch(8 * agent.batch_slices, seed=6))
+    assert same(encoder_before, agent.encoder)
+    assert not same(actor_before, agent.actor)
+    actor_optimized = {id(p) for g in agent.actor_optimizer.param_groups for p in g["params"]}
+    assert not actor_optimized & {id(p) for p in agent.encoder.parameters()}
+
+
+@pytest.mark.parametrize("name,phase", CASES)
+def test_state_dict_round_trip_restores_outputs_and_training(name, phase):
+    agent = agent_in_phase(name, phase, seed=0)
+    restored = build(name, seed=123)  # different initial weights
+    restored.load_state_dict(agent.state_dict())
+    batch = make_batch(8 * agent.batch_slices, seed=7)
+    np.testing.assert_array_equal(agent.q_values(batch), restored.q_values(batch))
+    obs = {"agentview_image": batch["obs"]["agentview_image"][0].numpy(), "proprio": batch["proprio"][0].numpy()}
+    np.testing.assert_array_equal(agent.act(obs, True), restored.act(obs, True))
+    # Every optimizer of the restored agent trains the restored agent's own tensors.
+    own = {id(p) for m in restored._modules().values() if isinstance(m, torch.nn.Module) for p in m.parameters()}
+    own |= {id(t) for t in restored._tensors().values()}
+    for optimizer in optimizers(restored).values():
+        assert {id(p) for g in optimizer.param_groups for p in g["params"]} <= own
+    torch.manual_seed(9)
+    first = agent.update(batch)
+    torch.manual_seed(9)
+    second = restored.update(batch)
+    assert first == second
+    np.testing.assert_array_equal(agent.q_values(batch), restored.q_values(batch))
+
+
+@pytest.mark.parametrize("name", sorted(ALGORITHMS))
+def test_policy_state_dict_is_encoder_and_actor_only(name):
+    agent = build(name)
+    policy = agent.policy_state_dict()
+    assert set(policy) == {"encoder", "actor"}
+    fresh = build(name, seed=5)
+    fresh.encoder.load_state_dict(policy["encoder"])
+    fresh.actor.load_state_dict(policy["actor"])
+    obs = {"agentview_image": np.zeros(SPEC.image_shape, np.uint8), "proprio": np.ones(9)}
+    np.testing.assert_array_equal(agent.act(obs, True), fresh.act(obs, True))
