@@ -48,7 +48,7 @@ class SACConfig(AlgoConfig):
     actor_q: str = doc("min", "Q the actor maximises: min | mean over the ensemble")
     backup_entropy: bool = doc(False, "subtract alpha * log pi in the TD target")
     critic_updates: int = doc(
-        1, "critic updates per actor update, on consecutive slices of a batch this many times batch_size (RLPD / WSRL's UTD)"
+        1, "online: critic updates per actor update, on slices of a batch this many times batch_size (RLPD / WSRL's UTD)"
     )
 
 

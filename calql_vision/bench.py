@@ -18,8 +18,8 @@ from calql_vision.config import BenchConfig, ConfigError, load_config
 DESCRIPTION = __doc__.split("\n\n")[0] + """
 
 Updates are timed on a synthetic batch of the task's image and action shapes (no dataset
-needed): `warmup` untimed updates, then the median of `windows` windows of
-`window_updates` updates each."""
+needed), for each phase the algorithm has (offline, then online after its switch):
+`warmup` untimed updates, then the median of `windows` windows of `window_updates` updates."""
 
 
 def synthetic_batch(image_keys, image_shape, proprio_dim, action_dim, batch_size, device) -> dict:
@@ -82,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    from calql_vision.agents import ObsSpec, make_agent
+    from calql_vision.agents import ObsSpec, algorithm, make_agent
     from calql_vision.replay import FrameReplay
     from calql_vision.train import resolve_device
     from encoders.factory import count_parameters
@@ -97,18 +97,22 @@ def main(argv: list[str] | None = None) -> int:
     proprio_dim, action_dim = 9, 7
     spec = ObsSpec(tuple(image_keys), image_shape, proprio_dim, action_dim)
     agent = make_agent(cfg.algo, cfg.encoder, spec, device, cfg.precision)
-    rows = cfg.batch_size * agent.batch_slices
-    batch = synthetic_batch(image_keys, image_shape, proprio_dim, action_dim, rows, device)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
     print(f"device: {name}; torch {torch.__version__}")
     shape = f", channels {cfg.encoder.channels}, strides {list(cfg.encoder.strides)}" if cfg.encoder.kind == "conv" else ""
     print(f"encoder: {cfg.encoder.kind} {count_parameters(agent.encoder):,} parameters{shape}; images {len(image_keys)}x{image_shape}; "
           f"batch {cfg.batch_size}; precision {cfg.precision}")
-    print(f"algorithm: {cfg.algo.name} ({_algo_shape(cfg.algo)}); one update = {agent.batch_slices} critic "
-          f"update(s) and one actor update, offline-phase losses")
-    rates = time_updates(agent, batch, cfg.warmup, cfg.windows, cfg.window_updates, device)
-    print(f"gradient updates/s: {statistics.median(rates):.2f} (median of {cfg.windows} windows; "
-          f"min {min(rates):.2f}, max {max(rates):.2f})")
+    print(f"algorithm: {cfg.algo.name} ({_algo_shape(cfg.algo)})")
+    # Each phase the algorithm has, with its own losses: an online update may differ (WSRL's
+    # high UTD and plain SAC critic, ACA's critics on R + w c(log pi_0)).
+    phases = (["offline"] if algorithm(cfg.algo.name).pretrains else []) + ["online"]
+    for phase in phases:
+        if phase == "online":
+            agent.on_online_start()
+        batch = synthetic_batch(image_keys, image_shape, proprio_dim, action_dim, cfg.batch_size * agent.batch_slices, device)
+        rates = time_updates(agent, batch, cfg.warmup, cfg.windows, cfg.window_updates, device)
+        print(f"gradient updates/s, {phase}: {statistics.median(rates):.2f} (median of {cfg.windows} windows; "
+              f"min {min(rates):.2f}, max {max(rates):.2f}; one update = {agent.batch_slices} critic and 1 actor update)")
 
     env = make_env(task, seed=0)
     env.reset(seed=0)

@@ -35,7 +35,9 @@ and writes into out=<dir> (default: <first path>/plots):
                    calibration/step_*.npz of the offline phase, right column the latest one
                    (no right column when no run has an online phase; runs without those
                    files are left out, with a note)
-  diagnostics.png  td_loss, cql_gap, bound_rate, alpha, actor_loss and Q vs G over gradient
+  diagnostics.png  the losses and statistics the runs' agents logged (td_loss, actor_loss,
+                   alpha, then e.g. cql_gap and bound_rate for Cal-QL, value_loss and adv_mean
+                   for IQL, z_loss and prior_weight for ACA; up to 8) and Q vs G over gradient
                    steps, every run overlaid, a dotted line where the online phase starts
   summary.txt      per run: last offline success, dip (lowest success in the first fifth of the
                    online phase), final success, online regret (mean of 1 - success); and

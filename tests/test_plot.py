@@ -2,14 +2,17 @@
 from __future__ import annotations
 
 import csv
+import math
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from omegaconf import OmegaConf
 
-from calql_vision.metrics import COLUMNS
+from calql_vision.agents.calql import CalQLAgent
+from calql_vision.metrics import metric_columns
 from calql_vision.plot import calibration_numbers, fail_forever_return, headline_numbers, main, read_metrics
 from calql_vision.plotting.figures import mean_band
 
@@ -44,7 +47,7 @@ def write_run(run_dir: Path, algo: str, seed: int, evaluations, offline_steps=OF
     steps = sorted(set(range(log_every, last_step + 1, log_every)) | set(by_step))
     online = [(s, e) for s, (p, e, _) in by_step.items() if p == "online"]
     with open(run_dir / "metrics.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=COLUMNS)
+        writer = csv.DictWriter(f, fieldnames=metric_columns(CalQLAgent.METRICS))
         writer.writeheader()
         for step in steps:
             phase = "offline" if step <= offline_steps else "online"
@@ -233,3 +236,17 @@ def test_mean_band_is_drawn_where_most_runs_have_data():
                                     line((-4, 0), (0, 0.3), (10, 0.5))])
     assert list(x) == [-4, 0, 10]
     assert mean == pytest.approx([0, 0.4, 0.75]) and list(low) == [0, 0.3, 0.5] and list(high) == [0, 0.6, 1]
+
+
+def test_diagnostics_follow_what_each_run_logged():
+    from calql_vision.plotting.figures import diagnostic_keys
+    from calql_vision.plotting.runs import Run
+
+    nan = math.nan
+    calql = Run(Path("a"), "a", OmegaConf.create({"algo": {"name": "calql"}}),
+                [{"phase": "offline", "step": 1.0, "td_loss": 1.0, "cql_gap": 2.0, "q_data_mean": -3.0, "value_loss": nan}])
+    iql = Run(Path("b"), "b", OmegaConf.create({"algo": {"name": "iql"}}),
+              [{"phase": "offline", "step": 1.0, "td_loss": 1.0, "value_loss": 0.5, "weight_clip_rate": 0.1,
+                "eval_success_rate": 0.5}])
+    assert diagnostic_keys([calql]) == ["td_loss", "cql_gap"]
+    assert diagnostic_keys([calql, iql]) == ["td_loss", "cql_gap", "value_loss", "weight_clip_rate"]

@@ -129,8 +129,22 @@ def test_dataset_with_other_image_size_is_rejected(lift_demos, tmp_path):
 def test_help_lists_the_keys():
     result = subprocess.run([sys.executable, "-m", "calql_vision.train", "--help"], cwd=ROOT, capture_output=True, text=True)
     assert result.returncode == 0
-    for key in ("offline_steps", "online_env_steps", "mixing_ratio", "algo.calibrated", "encoder.kind", "resume", "preset"):
+    for key in ("offline_steps", "online_env_steps", "algo.mixing_ratio", "algo.calibrated", "encoder.kind", "resume",
+                "preset", "init_from"):
         assert key in result.stdout
+    # Each algorithm's own keys: IQL's help has its expectile and none of Cal-QL's keys.
+    iql = subprocess.run([sys.executable, "-m", "calql_vision.train", "algo=iql", "--help"], cwd=ROOT,
+                         capture_output=True, text=True)
+    assert iql.returncode == 0 and "algo.expectile=0.9" in iql.stdout and "cql_weight" not in iql.stdout
+    assert "aca | calql | cql | iql | rlpd | sac | wsrl" in iql.stdout
+
+
+def test_a_key_of_another_algorithm_is_an_error_listing_the_valid_keys(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "calql_vision.train", "algo=iql", "algo.cql_weight=5",
+                             f"runs_root={tmp_path}"], cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode == 2
+    assert "unknown config key 'algo.cql_weight'" in result.stderr and "'expectile'" in result.stderr
+    assert not list(tmp_path.iterdir())
 
 
 def test_bench_prints_its_three_figures():

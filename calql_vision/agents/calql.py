@@ -37,6 +37,7 @@ class CalQLAgent(SACAgent):
         self.conservative = True
 
     def on_online_start(self) -> None:
+        super().on_online_start()
         if not self.cfg.calibrate_online:
             self.calibration_enabled = False
         if not self.cfg.conservative_online:
@@ -119,9 +120,10 @@ class CalQLAgent(SACAgent):
         return {**super()._tensors(), "log_cql_alpha": self.log_cql_alpha}
 
     def _extra_state(self) -> dict[str, Any]:
-        return {"calibration_enabled": self.calibration_enabled, "conservative": self.conservative}
+        return {**super()._extra_state(), "calibration_enabled": self.calibration_enabled, "conservative": self.conservative}
 
     def _load_extra_state(self, state: dict[str, Any]) -> None:
+        super()._load_extra_state(state)
         self.calibration_enabled = bool(state["calibration_enabled"])
         # Checkpoints written before WSRL existed were always conservative.
         self.conservative = bool(state.get("conservative", True))

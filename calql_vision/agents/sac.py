@@ -50,6 +50,10 @@ class SACAgent(PixelAgent):
         )
         self.actor_optimizer = torch.optim.Adam(self.actor.parameters(), lr=cfg.actor_lr)
         self.alpha_optimizer = torch.optim.Adam([self.log_alpha], lr=cfg.alpha_lr)
+        self.online = False
+
+    def on_online_start(self) -> None:
+        self.online = True
 
     # ------------------------------------------------------------------ pieces
     def actor_q(self, q: torch.Tensor) -> torch.Tensor:
@@ -82,8 +86,9 @@ class SACAgent(PixelAgent):
     # ------------------------------------------------------------------ update
     @property
     def batch_slices(self) -> int:
-        """The trainer samples batch_size * batch_slices rows per update call."""
-        return self.cfg.critic_updates
+        """The trainer samples batch_size * batch_slices rows per update call. The high UTD is
+        an online setting: WSRL pretrains as plain Cal-QL and fine-tunes with UTD 4."""
+        return self.cfg.critic_updates if self.online else 1
 
     def update(self, batch: dict[str, Any]) -> dict[str, float]:
         """With critic_updates = K > 1 (RLPD's utd_ratio, WSRL's high UTD), the batch holds K
@@ -147,6 +152,12 @@ class SACAgent(PixelAgent):
 
     def _tensors(self) -> dict[str, torch.Tensor]:
         return {"log_alpha": self.log_alpha}
+
+    def _extra_state(self) -> dict[str, Any]:
+        return {"online": self.online}
+
+    def _load_extra_state(self, state: dict[str, Any]) -> None:
+        self.online = bool(state.get("online", False))  # absent in checkpoints older than the flag
 
 
 def _batch_slice(batch: dict[str, Any], index: int, count: int) -> dict[str, Any]:

@@ -11,7 +11,13 @@ from omegaconf import OmegaConf
 from calql_vision.plotting.runs import Run, evaluations
 
 PHASE_TITLES = {"offline": "end of offline phase", "online": "latest"}
-DIAGNOSTICS = ["td_loss", "cql_gap", "bound_rate", "alpha", "actor_loss"]
+# Diagnostics panels: these first where a run logs them, then whatever else its agent logs
+# (IQL's advantages, ACA's prior weight, ...), at most MAX_DIAGNOSTICS panels with Q vs G.
+PREFERRED_DIAGNOSTICS = ["td_loss", "actor_loss", "alpha", "cql_gap", "bound_rate", "value_loss", "adv_mean",
+                         "z_loss", "prior_weight", "entropy"]
+NOT_DIAGNOSTICS = {"phase", "step", "env_step", "eval_success_rate", "eval_return", "episode_return",
+                   "episode_success", "updates_per_s", "env_steps_per_s", "q_data_mean", "mc_return_mean"}
+MAX_DIAGNOSTICS = 9
 SEED_STYLES = ["-", "--", ":", "-."]
 MAX_CALIBRATION_RUNS = 4
 
@@ -27,7 +33,8 @@ def _pyplot():
 
 def _algo_colors(runs: Sequence[Run]) -> dict[str, Any]:
     """The same colour for an algorithm in every figure and every invocation."""
-    fixed = {"calql": "tab:blue", "cql": "tab:orange"}
+    fixed = {"calql": "tab:blue", "cql": "tab:orange", "iql": "tab:green", "aca": "tab:red", "wsrl": "tab:purple",
+             "rlpd": "tab:brown", "sac": "tab:gray"}
     others = iter(["tab:green", "tab:red", "tab:purple", "tab:brown", "tab:pink", "tab:olive"] * 10)
     return {algo: fixed.get(algo) or next(others) for algo in sorted({r.algo for r in runs})}
 
@@ -203,11 +210,27 @@ def _column(run: Run, key: str) -> tuple[np.ndarray, np.ndarray]:
     return np.array([p[0] for p in points]), np.array([p[1] for p in points])
 
 
+def diagnostic_keys(runs: Sequence[Run]) -> list[str]:
+    """The metrics the runs logged (any finite value), preferred ones first."""
+    logged: list[str] = []
+    for run in runs:
+        for row in run.rows:
+            for key, value in row.items():
+                if key not in NOT_DIAGNOSTICS and key not in logged and isinstance(value, float) and not math.isnan(value):
+                    logged.append(key)
+    ordered = [k for k in PREFERRED_DIAGNOSTICS if k in logged] + [k for k in logged if k not in PREFERRED_DIAGNOSTICS]
+    return ordered[: MAX_DIAGNOSTICS - 1]
+
+
 def plot_diagnostics(runs: Sequence[Run], out: Path) -> None:
     plt = _pyplot()
     colors = _algo_colors(runs)
-    fig, axes = plt.subplots(2, 3, figsize=(14, 7.5), sharex=True, layout="constrained")
-    panels = list(zip(axes.flat, DIAGNOSTICS + ["q_vs_g"]))
+    keys = diagnostic_keys(runs) + ["q_vs_g"]
+    rows = math.ceil(len(keys) / 3)
+    fig, axes = plt.subplots(rows, 3, figsize=(14, 3.75 * rows), sharex=True, layout="constrained", squeeze=False)
+    for ax in axes.flat[len(keys):]:
+        ax.set_visible(False)
+    panels = list(zip(axes.flat, keys))
     # Updates after step offline_steps are online ones; drawn for runs that got there.
     switches = sorted({r.offline_steps for r in runs if any(row["phase"] == "online" for row in r.rows)})
     for index, run in enumerate(runs):
@@ -229,8 +252,9 @@ def plot_diagnostics(runs: Sequence[Run], out: Path) -> None:
         for step in switches:
             ax.axvline(step, color="0.3", linestyle=":", linewidth=1.2)
         ax.grid(alpha=0.3)
-    for ax in axes[-1]:
+    for ax, _ in panels[-3:]:
         ax.set_xlabel("gradient step (offline and online)")
+        ax.xaxis.set_tick_params(labelbottom=True)
     handles, labels = axes.flat[0].get_legend_handles_labels()
     if switches:
         handles.append(plt.Line2D([], [], color="0.3", linestyle=":"))
