@@ -13,6 +13,12 @@ os.environ.setdefault("MUJOCO_GL", "egl")
 os.environ.setdefault("PYOPENGL_PLATFORM", "egl")
 
 
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers", "slow: runs the real programs in subprocesses (deselect with -m 'not slow' for a fast lane)"
+    )
+
+
 # A training run small enough for tests: 48 px images, a two-layer encoder, tiny MLPs.
 TINY_TRAIN_ARGS = [
     "task=lift_visual", "task.image_size=48", "task.horizon=15",

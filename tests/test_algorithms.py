@@ -14,6 +14,8 @@ import torch
 from calql_vision.agents import ALGORITHMS
 from conftest import ROOT, TINY_TRAIN_ARGS
 
+pytestmark = pytest.mark.slow  # real programs in subprocesses
+
 # The shared tiny run without the Cal-QL-only key, plus what each method needs to stay tiny:
 # a short warm-up, the smallest ensembles, and the CQL sample count where there is one.
 BASE_ARGS = [a for a in TINY_TRAIN_ARGS if not a.startswith("algo.cql_n_actions")]

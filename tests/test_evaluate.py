@@ -11,6 +11,8 @@ import pytest
 
 from conftest import ROOT, TINY_TRAIN_ARGS, task_config
 
+pytestmark = pytest.mark.slow  # real programs in subprocesses
+
 # The tiny training arguments of tests/test_train.py.
 
 

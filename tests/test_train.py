@@ -11,6 +11,8 @@ import torch
 
 from conftest import ROOT, TINY_TRAIN_ARGS
 
+pytestmark = pytest.mark.slow  # real programs in subprocesses
+
 
 
 
@@ -147,15 +149,25 @@ def test_a_key_of_another_algorithm_is_an_error_listing_the_valid_keys(tmp_path)
     assert not list(tmp_path.iterdir())
 
 
-def test_bench_prints_its_three_figures():
-    result = subprocess.run(
+def run_bench(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
         [sys.executable, "-m", "calql_vision.bench", "task.image_size=32", "encoder.channels=8", "encoder.strides=[2,2]",
-         "batch_size=8", "warmup=1", "windows=2", "window_updates=2", "env_steps=5", "threads=1"],
+         "batch_size=8", "warmup=1", "windows=2", "window_updates=2", "env_steps=5", "threads=1", *args],
         cwd=ROOT, capture_output=True, text=True, timeout=300,
     )
+
+
+def test_bench_prints_its_figures_for_each_phase():
+    result = run_bench()
     assert result.returncode == 0, result.stderr[-2000:]
-    for label in ("gradient updates/s:", "environment steps/s:", "replay bytes per stored transition:"):
+    for label in ("algorithm: calql", "gradient updates/s, offline:", "gradient updates/s, online:",
+                  "environment steps/s:", "replay bytes per stored transition:"):
         assert label in result.stdout
+    # An online-only method has no offline update to time; RLPD's online update is 2 critic updates here.
+    result = run_bench("algo=rlpd", "algo.num_critics=3", "algo.critic_updates=2", "algo.hidden_dims=[32,32]")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "offline:" not in result.stdout and "gradient updates/s, online:" in result.stdout
+    assert "one update = 2 critic and 1 actor update" in result.stdout
 
 
 def test_plot_draws_a_real_run(finished_run, tmp_path):
