@@ -224,8 +224,7 @@ class ACAAgent(SACAgent):
     def _encode_online(self, batch: dict[str, Any]):
         """encode_batch's three feature sets, plus pi_0's frozen-encoder features of the same
         shifted s and s'."""
-        obs_images = {k: self.augment(v) for k, v in batch["obs"].items()}
-        next_images = {k: self.augment(v) for k, v in batch["next_obs"].items()}
+        obs_images, next_images = self.shift_batch(batch)
         features = self.encode(self.encoder, obs_images, batch["proprio"])
         with torch.no_grad():
             next_features = self.encode(self.encoder, next_images, batch["next_proprio"])

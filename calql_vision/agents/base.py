@@ -78,11 +78,16 @@ class PixelAgent:
             features = encoder(images, proprio)
         return features.float()
 
+    def shift_batch(self, batch: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        """The batch's images of s and of s', each with its own random shift (s drawn first)."""
+        obs_images = {k: self.augment(v) for k, v in batch["obs"].items()}
+        next_images = {k: self.augment(v) for k, v in batch["next_obs"].items()}
+        return obs_images, next_images
+
     def encode_batch(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(features of s with gradient, features of s', target-encoder features of s');
         s and s' get independent random shifts."""
-        obs_images = {k: self.augment(v) for k, v in batch["obs"].items()}
-        next_images = {k: self.augment(v) for k, v in batch["next_obs"].items()}
+        obs_images, next_images = self.shift_batch(batch)
         features = self.encode(self.encoder, obs_images, batch["proprio"])
         with torch.no_grad():
             next_features = self.encode(self.encoder, next_images, batch["next_proprio"])

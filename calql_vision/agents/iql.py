@@ -67,8 +67,7 @@ class IQLAgent(PixelAgent):
         Like `encode_batch`, one random shift for s and one for s' (drawn in that order), but
         IQL needs the target encoder at s (for Q_target(s, a)) rather than at s': the target of
         its TD loss is V(s'), read from the online encoder."""
-        obs_images = {k: self.augment(v) for k, v in batch["obs"].items()}
-        next_images = {k: self.augment(v) for k, v in batch["next_obs"].items()}
+        obs_images, next_images = self.shift_batch(batch)
         features = self.encode(self.encoder, obs_images, batch["proprio"])
         with torch.no_grad():
             target_features = self.encode(self.target_encoder, obs_images, batch["proprio"])
