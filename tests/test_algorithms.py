@@ -171,3 +171,32 @@ def test_aca_seeds_the_online_buffer_with_the_best_offline_episodes(lift_demos, 
     chosen = {g for g in seeded["reward_to_go"].numpy().tolist()}
     best_returns = set(dataset.reward_to_go[np.isin(dataset.demo_of_transition, best)].astype(np.float32).tolist())
     assert chosen <= best_returns
+
+
+@pytest.mark.parametrize("name", ["aca", "wsrl"])
+def test_stopping_and_resuming_online_equals_one_uninterrupted_run(name, lift_demos, tmp_path):
+    """ACA (pi_0, R and the seeded buffer built at the switch) and WSRL (warm-up, high-UTD
+    slices) carry new state across a resume: the result must not depend on the stop."""
+    args = [*algo_args(name, lift_demos), f"offline_steps={OFFLINE_STEPS}", "eval_every=1000", "checkpoint_every=1000"]
+    whole = run_train([*args, "online_env_steps=30"], tmp_path / "whole")
+    first = run_train([*args, "online_env_steps=15"], tmp_path / "parts")
+    assert whole.returncode == 0 and first.returncode == 0, (whole.stderr + first.stderr)[-3000:]
+    (run_dir,) = (tmp_path / "parts" / "lift_visual" / name).iterdir()
+    rest = run_train([f"resume={run_dir}", "online_env_steps=30"], tmp_path / "unused")
+    assert rest.returncode == 0, rest.stderr[-3000:]
+    (whole_dir,) = (tmp_path / "whole" / "lift_visual" / name).iterdir()
+    expected = torch.load(whole_dir / "checkpoints" / "latest.pt", weights_only=False)
+    resumed = torch.load(run_dir / "checkpoints" / "latest.pt", weights_only=False)
+    assert resumed["counters"] == expected["counters"]
+
+    def tensors(state, prefix=""):
+        for key, value in state.items():
+            if isinstance(value, dict):
+                yield from tensors(value, f"{prefix}{key}.")
+            elif torch.is_tensor(value):
+                yield f"{prefix}{key}", value
+
+    expected_tensors, resumed_tensors = dict(tensors(expected["agent"])), dict(tensors(resumed["agent"]))
+    assert expected_tensors.keys() == resumed_tensors.keys()
+    differing = [k for k in expected_tensors if not torch.equal(expected_tensors[k], resumed_tensors[k])]
+    assert not differing, differing[:5]
