@@ -2,8 +2,9 @@
 
 Each program declares a dataclass schema; every field carries a `help` string, so
 `--help` explains itself. Group keys (`task=<name>`) load `configs/<group>/<name>.yaml`
-into that section. The merge runs in OmegaConf struct mode: a misspelt key is an error that
-lists the valid keys.
+into that section; `algo=<name>` also gives the `algo` section that algorithm's own schema
+(calql_vision/algo_configs.py). The merge runs in OmegaConf struct mode: a misspelt key, or
+another algorithm's key, is an error that lists the valid keys.
 """
 from __future__ import annotations
 
