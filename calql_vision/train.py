@@ -138,6 +138,8 @@ class Trainer:
         self.algorithm = algorithm(cfg.algo.name)
         self.env = make_env(cfg.task, seed=cfg.seed)
         self.dataset = self.offline_replay = self.heldout_replay = None
+        if not self.algorithm.uses_dataset and cfg.dataset is not None:
+            print(f"note: algo={cfg.algo.name} learns from online data only; dataset={cfg.dataset} is not read")
         if self.algorithm.uses_dataset:
             dataset_path = prepare_dataset(cfg)
             self.dataset = load_robomimic_hdf5(
