@@ -84,7 +84,6 @@ class ACAAgent(SACAgent):
             list(self.encoder.parameters()) + list(self.critic.parameters()) + list(self.z.parameters()),
             lr=cfg.critic_lr,
         )
-        self.online = False
         self.prior_weight = float(cfg.prior_weight_start)
         self.reference_actor: TanhGaussianActor | None = None  # pi_0, from the switch on
         self.reference_encoder: nn.Module | None = None
@@ -195,8 +194,7 @@ class ACAAgent(SACAgent):
             )
 
         # Critics and Z heads: one loss, one backward, one optimizer (they share the encoder).
-        q_data = self.critic(features, batch["actions"])  # (H, B)
-        td_loss = ((q_data - target.unsqueeze(0)) ** 2).mean(dim=-1).sum()
+        _, td_loss, td_metrics = self.td_terms(batch, features, target)
         z = self.z(features)  # (num_z, B)
         z_loss = ((log_pi_data.detach().unsqueeze(0) + z - z_target.unsqueeze(0)) ** 2).mean(dim=-1).sum()
         critic_loss = td_loss + z_loss
@@ -207,10 +205,8 @@ class ACAAgent(SACAgent):
         self._update_targets()
         self.num_updates += 1
         return self._floats({
-            "td_loss": td_loss / q_data.shape[0],
+            **td_metrics,
             "critic_loss": critic_loss,
-            "q_data_mean": q_data.mean(),
-            "target_q_mean": target.mean(),
             "mc_return_mean": batch["reward_to_go"].mean(),
             "actor_loss": actor_loss,
             "alpha": alpha,

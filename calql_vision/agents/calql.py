@@ -90,8 +90,7 @@ class CalQLAgent(SACAgent):
             target = self._max_backup_target(batch, next_features, target_next_features, alpha)
         else:
             target = self.sac_target(batch, next_features, target_next_features, alpha)
-        q_data = self.critic(features, batch["actions"])  # (H, B)
-        td_loss = ((q_data - target.unsqueeze(0)) ** 2).mean(dim=-1).sum()
+        q_data, td_loss, metrics = self.td_terms(batch, features, target)
         gap, cql_stats = self._cql_terms(batch, features, next_features, q_data)
         auxiliary = []
         if cfg.cql_lagrange:
@@ -102,14 +101,7 @@ class CalQLAgent(SACAgent):
         else:
             cql_alpha = torch.tensor(1.0)
             conservative = cfg.cql_weight * gap.sum()
-        metrics = {
-            "td_loss": td_loss / q_data.shape[0],
-            "cql_gap": gap.mean(),
-            "q_data_mean": q_data.mean(),
-            "target_q_mean": target.mean(),
-            "cql_alpha": cql_alpha,
-            **cql_stats,
-        }
+        metrics.update(cql_gap=gap.mean(), cql_alpha=cql_alpha, **cql_stats)
         return td_loss + conservative, metrics, auxiliary
 
     # ------------------------------------------------------------------ checkpoints

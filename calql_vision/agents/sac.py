@@ -70,17 +70,19 @@ class SACAgent(PixelAgent):
                 target_q = target_q - alpha * next_log_prob
             return td_target(batch["rewards"], batch["terminals"], target_q, self.cfg.discount)
 
+    def td_terms(self, batch: dict, features: torch.Tensor, target: torch.Tensor):
+        """Q(s, a) of the data (H, B), the TD loss summed over the heads (each head's batch mean
+        of (Q - y)^2, no 1/2), and its metrics (td_loss per head, mean Q, mean y)."""
+        q_data = self.critic(features, batch["actions"])
+        td_loss = ((q_data - target.unsqueeze(0)) ** 2).mean(dim=-1).sum()
+        metrics = {"td_loss": td_loss / q_data.shape[0], "q_data_mean": q_data.mean(), "target_q_mean": target.mean()}
+        return q_data, td_loss, metrics
+
     def _critic_objective(self, batch: dict, features: torch.Tensor, next_features: torch.Tensor,
                           target_next_features: torch.Tensor, alpha: torch.Tensor):
         """(critic loss, metrics, auxiliary [(loss, optimizer)] stepped after the critic)."""
         target = self.sac_target(batch, next_features, target_next_features, alpha)
-        q_data = self.critic(features, batch["actions"])  # (H, B)
-        td_loss = ((q_data - target.unsqueeze(0)) ** 2).mean(dim=-1).sum()
-        metrics = {
-            "td_loss": td_loss / q_data.shape[0],
-            "q_data_mean": q_data.mean(),
-            "target_q_mean": target.mean(),
-        }
+        _, td_loss, metrics = self.td_terms(batch, features, target)
         return td_loss, metrics, []
 
     # ------------------------------------------------------------------ update
@@ -103,6 +105,10 @@ class SACAgent(PixelAgent):
         features, next_features, target_next_features = self.encode_batch(batch)
         alpha = self.log_alpha.exp().detach()
         critic_loss, _, auxiliary = self._critic_objective(batch, features, next_features, target_next_features, alpha)
+        self._step_critic_side(critic_loss, auxiliary)
+
+    def _step_critic_side(self, critic_loss: torch.Tensor, auxiliary: list) -> None:
+        """Step the critic (and encoder), then the auxiliary losses, then the Polyak targets."""
         self._step(critic_loss, self.critic_optimizer)
         for loss, optimizer in auxiliary:
             self._step(loss, optimizer)
@@ -123,10 +129,7 @@ class SACAgent(PixelAgent):
         # All losses above used the pre-update parameters; now step each optimizer.
         self._step(actor_loss, self.actor_optimizer)
         self._step(alpha_loss, self.alpha_optimizer)
-        self._step(critic_loss, self.critic_optimizer)  # drops what actor_loss left on the critic
-        for loss, optimizer in auxiliary:
-            self._step(loss, optimizer)
-        self._update_targets()
+        self._step_critic_side(critic_loss, auxiliary)  # drops what actor_loss left on the critic
         self.num_updates += 1
         return self._floats({
             **critic_metrics,
