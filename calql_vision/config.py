@@ -281,11 +281,10 @@ def load_run_config(run_dir: str | os.PathLike) -> DictConfig:
     schema = OmegaConf.structured(TrainConfig)
     try:
         saved = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
-        algo_name = str((saved.get("algo") or {}).get("name", "calql"))
-        if algo_name not in ALGO_SCHEMAS:
-            raise ConfigError(f"{path}: algo.name={algo_name} is not an algorithm of this version; "
-                              f"available: {sorted(ALGO_SCHEMAS)}")
-        schema = use_algo_schema(schema, algo_name)
+        try:
+            schema = use_algo_schema(schema, str((saved.get("algo") or {}).get("name", "calql")))
+        except ConfigError as error:
+            raise ConfigError(f"{path}: {error}") from None
         for key in ("utd", "mixing_ratio"):  # top-level keys before they became algorithm settings
             if key in saved:
                 saved.setdefault("algo", {}).setdefault(key, saved.pop(key))

@@ -155,6 +155,8 @@ class Trainer:
             check_dataset_matches_env(self.dataset, self.env, dataset_path)
             self.offline_replay = FrameReplay.from_dataset(self.dataset)
             self.heldout_replay = self._load_heldout(dataset_path)
+        # Chosen once: they size the online buffer now and are copied into it at the switch.
+        self.seed_episodes = self._top_offline_episodes()
         spec = self._obs_spec()
         image_shapes = {k: spec.image_shape for k in spec.image_keys}
         saved_replay = checkpoint["online_replay"] if checkpoint else None
@@ -166,7 +168,7 @@ class Trainer:
             # Every transition and its frames are kept: an episode of T steps stores T + 1
             # frames, so 2 x (steps + one more episode) frames always suffice, plus the
             # offline episodes an algorithm seeds the buffer with (ACA).
-            capacity = 2 * (cfg.online_env_steps + cfg.task.horizon) + self._seed_frames()
+            capacity = 2 * (cfg.online_env_steps + cfg.task.horizon) + sum(len(t) + 1 for t in self.seed_episodes)
             self.online_replay = FrameReplay(capacity, image_shapes, spec.proprio_dim, spec.action_dim)
 
         self.agent = make_agent(cfg.algo, cfg.encoder, spec, self.device, cfg.precision)
@@ -202,11 +204,6 @@ class Trainer:
             image_shape, proprio_dim = tuple(obs[self.env.image_keys[0]].shape), len(obs["proprio"])
         return ObsSpec(tuple(self.env.image_keys), image_shape, proprio_dim, self.env.action_dim)
 
-    def _seed_frames(self) -> int:
-        """Frames of the offline episodes copied into the online buffer at the switch."""
-        episodes = self._top_offline_episodes()
-        return sum(len(transitions) + 1 for transitions in episodes)
-
     def _top_offline_episodes(self) -> list[np.ndarray]:
         """Transition indices of the `algo.seed_top_episodes` offline demos with the highest
         return (ACA's `n_trajs`, `utility.buffer_init`); ties keep the file's order."""
@@ -221,7 +218,7 @@ class Trainer:
 
     def _seed_online_replay(self) -> None:
         dataset = self.dataset
-        for transitions in self._top_offline_episodes():
+        for transitions in self.seed_episodes:
             frames = np.arange(dataset.obs_index[transitions[0]], dataset.next_obs_index[transitions[-1]] + 1)
             self.online_replay.add_episode(
                 images={k: v[frames] for k, v in dataset.images.items()},
@@ -449,9 +446,16 @@ def new_run_dir(cfg) -> Path:
 INIT_FROM_SAME_KEYS = ("task.name", "task.cameras", "task.image_size", "task.proprio_keys", "encoder")
 
 
-def init_from_checkpoint(cfg) -> tuple[Path, dict]:
-    """The offline checkpoint named by `init_from` (a run directory: its checkpoint at the end of
-    pretraining; or a .pt file), checked against this run's config; ConfigError otherwise."""
+def _plain(config, key: str) -> Any:
+    """The value at a dotted key as plain Python (lists and dicts compare by value)."""
+    value = OmegaConf.select(config, key)
+    return OmegaConf.to_container(value) if OmegaConf.is_config(value) else value
+
+
+def init_from_checkpoint(cfg) -> dict:
+    """The agent state of the offline checkpoint named by `init_from` (a run directory: its
+    checkpoint at the end of pretraining; or a .pt file), checked against this run's config;
+    ConfigError otherwise."""
     from calql_vision.agents import can_init_from
     from calql_vision.checkpoint import load_checkpoint
 
@@ -477,14 +481,12 @@ def init_from_checkpoint(cfg) -> tuple[Path, dict]:
                           f"it needs one of {compatible}")
     if checkpoint["counters"].get("switched"):
         raise ConfigError(f"init_from={path}: taken after the switch to online; give a checkpoint of the offline phase")
-    differ = [key for key in INIT_FROM_SAME_KEYS
-              if OmegaConf.to_container(OmegaConf.create({"v": OmegaConf.select(saved, key)}))
-              != OmegaConf.to_container(OmegaConf.create({"v": OmegaConf.select(cfg, key)}))]
+    differ = [key for key in INIT_FROM_SAME_KEYS if _plain(saved, key) != _plain(cfg, key)]
     if differ:
         raise ConfigError(f"init_from={path}: these settings differ from the checkpoint's run: {differ}")
     if source_algo != cfg.algo.name:
         print(f"note: algo={cfg.algo.name} starts from {source_algo} pretraining ({path})")
-    return path, checkpoint["agent"]
+    return checkpoint["agent"]
 
 
 def build(argv: list[str]) -> tuple[Any, Path, dict | None, dict | None]:
@@ -498,7 +500,7 @@ def build(argv: list[str]) -> tuple[Any, Path, dict | None, dict | None]:
             raise ConfigError(f"dataset={cfg.dataset}: no such file")
         init_state = None
         if cfg.init_from is not None:
-            _, init_state = init_from_checkpoint(cfg)
+            init_state = init_from_checkpoint(cfg)
         run_dir = new_run_dir(cfg)
         OmegaConf.save(cfg, run_dir / "config.yaml")
         return cfg, run_dir, None, init_state

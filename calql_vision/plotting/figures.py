@@ -35,7 +35,7 @@ def _algo_colors(runs: Sequence[Run]) -> dict[str, Any]:
     """The same colour for an algorithm in every figure and every invocation."""
     fixed = {"calql": "tab:blue", "cql": "tab:orange", "iql": "tab:green", "aca": "tab:red", "wsrl": "tab:purple",
              "rlpd": "tab:brown", "sac": "tab:gray"}
-    others = iter(["tab:green", "tab:red", "tab:purple", "tab:brown", "tab:pink", "tab:olive"] * 10)
+    others = iter(["tab:pink", "tab:olive", "tab:cyan"] * 10)  # algorithms without a fixed colour
     return {algo: fixed.get(algo) or next(others) for algo in sorted({r.algo for r in runs})}
 
 
