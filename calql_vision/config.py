@@ -54,6 +54,7 @@ class CollectConfig:
     seed: int = doc(0, "seed of episode i is seed + i; noise is seeded from it too")
     only_success: bool = doc(False, "keep only successful episodes")
     valid_fraction: float = doc(0.1, "fraction of demos listed in mask/valid (the rest in mask/train)")
+    overwrite: bool = doc(False, "replace an existing `out` file (otherwise an existing file is an error)")
 
 
 def exit_cleanly_on_sigterm() -> None:
