@@ -11,7 +11,8 @@ from __future__ import annotations
 import os
 import re
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field, fields
 
 import h5py
@@ -169,18 +170,14 @@ def load_robomimic_hdf5(
 ) -> TransitionDataset:
     """Read demos (sorted by number; optionally those in mask/<filter_key>, the first max_demos).
 
-    Raises DatasetError, naming file, demo and key, for anything that breaks the layout; all
-    checks run before the frame buffers are allocated.
+    Raises DatasetError, naming file, demo and key, for anything that breaks the layout or
+    cannot be read (a corrupt chunk, a truncated file); all layout checks run before the frame
+    buffers are allocated.
     """
     path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise DatasetFileNotFoundError(2, f"{path}: no such dataset file", path)
     image_keys, proprio_keys = list(image_keys), list(proprio_keys)
-    try:
-        handle = h5py.File(path, "r")
-    except OSError as error:
-        raise DatasetError(f"{path}: not a readable HDF5 file ({error})") from error
-    with handle:
+    # The outer guard catches what the per-key guards cannot place, e.g. a damaged group index.
+    with _open_hdf5(path) as handle, _reading(path, None, None):
         data = _data_group(handle, path)
         names = _select_demos(handle, data, path, filter_key, max_demos)
         plans = []
@@ -200,9 +197,66 @@ def load_robomimic_hdf5(
         for plan in tqdm(plans, desc=f"loading {os.path.basename(path)}", unit="demo",
                          disable=not show_progress):
             for key in image_keys:
-                _read_demo_frames(data[plan.name], key, plan, images[key][offset : offset + plan.num_frames])
+                _read_demo_frames(data[plan.name], path, key, plan,
+                                  images[key][offset : offset + plan.num_frames])
             offset += plan.num_frames
     return _assemble(path, plans, images, proprio_keys, gamma, reward_scale, reward_bias)
+
+
+def read_mask_names(path: str | os.PathLike) -> dict[str, int] | None:
+    """The file's filter keys (mask/<name>) with the number of demos each lists; None when the
+    file has no mask group.
+
+    Opens the file exactly as load_robomimic_hdf5 does, so a missing file raises
+    DatasetFileNotFoundError and an unreadable one DatasetError, both naming the path.
+    """
+    path = os.fspath(path)
+    with _open_hdf5(path) as handle, _reading(path, None, "mask"):
+        masks = handle.get("mask")
+        if masks is None:
+            return None
+        if not isinstance(masks, h5py.Group):
+            raise _error(path, None, "mask", "expected a group of filter keys (mask/<name>)")
+        sizes = {}
+        for name, item in masks.items():
+            if not isinstance(item, h5py.Dataset) or item.ndim != 1:
+                raise _error(path, None, f"mask/{name}", "expected a 1-D array of demo names")
+            sizes[name] = item.shape[0]
+        return sizes
+
+
+def _open_hdf5(path: str) -> h5py.File:
+    """Open read-only, turning a missing, empty, truncated or non-HDF5 file into a DatasetError."""
+    if not os.path.isfile(path):
+        raise DatasetFileNotFoundError(2, f"{path}: no such dataset file", path)
+    try:
+        return h5py.File(path, "r")
+    except OSError as error:
+        raise DatasetError(f"{path}: not a readable HDF5 file ({error})") from error
+
+
+@contextmanager
+def _reading(path: str, demo: str | None, key: str | None) -> Iterator[None]:
+    """Name the place when h5py fails a read.
+
+    Opening checks only the file's header and size: a corrupt compressed chunk, a failed or
+    missing filter, or data past the end of a damaged file surface as an OSError when that data
+    is read, which would otherwise reach the user as a bare traceback naming no file or demo.
+    """
+    try:
+        yield
+    except DatasetError:  # already placed; DatasetFileNotFoundError is an OSError too
+        raise
+    except OSError as error:
+        raise _error(path, demo, key, f"cannot read the stored data; the file may be corrupt "
+                                      f"or truncated ({error})") from error
+
+
+def _read(group: h5py.Group, path: str, name: str | None, key: str,
+          selection: int | tuple = ()) -> np.ndarray:
+    """group[key][selection], with a read failure reported as a DatasetError naming the key."""
+    with _reading(path, name, key):
+        return group[key][selection]
 
 
 def _error(path: str, demo: str | None, key: str | None, problem: str) -> DatasetError:
@@ -233,7 +287,8 @@ def _select_demos(handle: h5py.File, data: h5py.Group, path: str, filter_key: st
         if filter_key not in available:
             raise _error(path, None, f"mask/{filter_key}",
                          f"no such filter key; available mask keys: {available or 'none'}")
-        wanted = [n.decode() if isinstance(n, bytes) else str(n) for n in masks[filter_key][()]]
+        wanted = [n.decode() if isinstance(n, bytes) else str(n)
+                  for n in _read(handle, path, None, f"mask/{filter_key}")]
         missing = sorted(set(wanted) - set(names))
         if missing:
             raise _error(path, missing[0], f"mask/{filter_key}",
@@ -249,7 +304,8 @@ def _select_demos(handle: h5py.File, data: h5py.Group, path: str, filter_key: st
 
 
 def _require(demo: h5py.Group, path: str, name: str, key: str) -> h5py.Dataset:
-    item = demo.get(key)
+    with _reading(path, name, key):  # a damaged object header fails here, before any data
+        item = demo.get(key)
     if not isinstance(item, h5py.Dataset):
         raise _error(path, name, key, "missing (each demo needs actions, rewards, dones, and "
                                       "obs/<key>, plus next_obs/<key> when next_obs exists, "
@@ -330,7 +386,7 @@ def _check_same_shape(demo: h5py.Group, path: str, name: str, key: str, has_next
 
 
 def _finite(group: h5py.Group, path: str, name: str, key: str) -> np.ndarray:
-    values = group[key][()]
+    values = _read(group, path, name, key)
     if not np.issubdtype(values.dtype, np.number) and values.dtype != np.bool_:
         raise _error(path, name, key, f"expected a numeric array, got dtype {values.dtype}")
     values = values.astype(np.float64)
@@ -355,7 +411,8 @@ def _check_next_is_shifted(demo: h5py.Group, path: str, name: str, image_keys: l
         raise _error(path, name, f"next_obs/{proprio_keys[0]}",
                      "next_obs[t] differs from obs[t + 1]; the loader shares frames between them")
     for key in image_keys:  # one frame per demo: reading them all would double the I/O
-        if not np.array_equal(demo[f"next_obs/{key}"][0], demo[f"obs/{key}"][1]):
+        if not np.array_equal(_read(demo, path, name, f"next_obs/{key}", 0),
+                              _read(demo, path, name, f"obs/{key}", 1)):
             raise _error(path, name, f"next_obs/{key}",
                          "next_obs[0] differs from obs[1]; the loader shares frames between them")
 
@@ -383,18 +440,20 @@ def _allocate_images(plans: list[_DemoPlan], image_keys: list[str]) -> dict[str,
     return {key: np.empty((num_frames, 3, *plans[0].image_hw[key]), dtype=np.uint8) for key in image_keys}
 
 
-def _read_demo_frames(demo: h5py.Group, key: str, plan: _DemoPlan, out: np.ndarray) -> None:
+def _read_demo_frames(demo: h5py.Group, path: str, key: str, plan: _DemoPlan, out: np.ndarray) -> None:
     """Fill `out` (num_frames, C, H, W) with the demo's frames, HWC -> CHW, chunk by chunk."""
     source = demo[f"obs/{key}"]
     num_obs = min(plan.num_steps, plan.num_frames)  # the "none" case has no extra frame
     chunk = min(READ_CHUNK_FRAMES, num_obs)
     scratch = np.empty((chunk, *source.shape[1:]), dtype=np.uint8)
-    for start in range(0, num_obs, chunk):
-        stop = min(start + chunk, num_obs)
-        source.read_direct(scratch, source_sel=np.s_[start:stop], dest_sel=np.s_[0 : stop - start])
-        out[start:stop] = scratch[: stop - start].transpose(0, 3, 1, 2)
+    with _reading(path, plan.name, f"obs/{key}"):
+        for start in range(0, num_obs, chunk):
+            stop = min(start + chunk, num_obs)
+            source.read_direct(scratch, source_sel=np.s_[start:stop], dest_sel=np.s_[0 : stop - start])
+            out[start:stop] = scratch[: stop - start].transpose(0, 3, 1, 2)
     if plan.final_frame == "next_obs":
-        out[num_obs] = demo[f"next_obs/{key}"][plan.num_steps - 1].transpose(2, 0, 1)
+        last = _read(demo, path, plan.name, f"next_obs/{key}", plan.num_steps - 1)
+        out[num_obs] = last.transpose(2, 0, 1)
     elif plan.final_frame == "repeat":
         out[num_obs] = out[num_obs - 1]
 

@@ -12,7 +12,7 @@ import h5py
 import numpy as np
 import pytest
 
-from datasets import DatasetError, TransitionDataset, load_robomimic_hdf5
+from datasets import DatasetError, DatasetFileNotFoundError, TransitionDataset, load_robomimic_hdf5, read_mask_names
 from datasets.robomimic_hdf5 import describe
 
 IMAGE_KEYS = ("agentview_image", "robot0_eye_in_hand_image")
@@ -343,11 +343,117 @@ def test_missing_file_names_the_path(tmp_path: Path):
         load(path)
 
 
-def test_not_hdf5_names_the_path(tmp_path: Path):
+def _empty_file(tmp_path: Path) -> Path:
+    path = tmp_path / "empty.hdf5"
+    path.write_bytes(b"")
+    return path
+
+
+def _text_file(tmp_path: Path) -> Path:
     path = tmp_path / "notes.hdf5"
     path.write_text("not an HDF5 file")
-    with pytest.raises(DatasetError, match=re.escape(str(path)) + ".*not a readable HDF5 file"):
+    return path
+
+
+def _truncated_file(tmp_path: Path) -> Path:
+    """A valid file (with masks) cut at half, as an interrupted copy or download leaves it."""
+    whole = write_file(tmp_path / "whole.hdf5", {"demo_0": (5, True), "demo_1": (4, False)},
+                       masks={"train": ["demo_0"], "valid": ["demo_1"]})
+    data = whole.read_bytes()
+    path = tmp_path / "truncated.hdf5"
+    path.write_bytes(data[: len(data) // 2])
+    return path
+
+
+UNREADABLE_FILES = {"empty": _empty_file, "text": _text_file, "truncated": _truncated_file}
+READERS = {"loader": load, "read_mask_names": read_mask_names}
+
+
+@pytest.mark.parametrize("reader", list(READERS))
+@pytest.mark.parametrize("kind", list(UNREADABLE_FILES))
+def test_unreadable_file_names_the_path(tmp_path: Path, kind: str, reader: str):
+    path = UNREADABLE_FILES[kind](tmp_path)
+    with pytest.raises(DatasetError, match=re.escape(str(path)) + ": not a readable HDF5 file"):
+        READERS[reader](path)
+
+
+def test_read_mask_names(tmp_path: Path):
+    path = write_file(tmp_path / "masked.hdf5", {f"demo_{i}": (3, True) for i in range(4)},
+                      masks={"train": ["demo_0", "demo_2", "demo_3"], "valid": ["demo_1"], "test": []})
+    assert read_mask_names(path) == {"train": 3, "valid": 1, "test": 0}
+    assert read_mask_names(str(path)) == {"train": 3, "valid": 1, "test": 0}
+    assert read_mask_names(write_file(tmp_path / "plain.hdf5", {"demo_0": (3, True)})) is None
+
+
+def test_read_mask_names_missing_file(tmp_path: Path):
+    path = tmp_path / "nowhere.hdf5"
+    with pytest.raises(DatasetFileNotFoundError, match=re.escape(str(path))):
+        read_mask_names(path)
+
+
+def test_read_mask_names_rejects_a_mask_that_is_not_a_list(tmp_path: Path):
+    path = write_file(tmp_path / "odd.hdf5", {"demo_0": (3, True)})
+    with h5py.File(path, "a") as f:
+        f.create_group("mask/train")
+    with pytest.raises(DatasetError, match=re.escape(f"{path}, key 'mask/train'") + ".*1-D"):
+        read_mask_names(path)
+
+
+# ---------------------------------------------------------------- damaged storage
+
+def _compress(group: h5py.Group, key: str) -> None:
+    """Rewrite group[key] gzip-compressed, one chunk per step, so single frames can be damaged."""
+    values = group[key][()]
+    del group[key]
+    group.create_dataset(key, data=values, chunks=(1, *values.shape[1:]), compression="gzip")
+
+
+def _corrupt_chunk(path: Path, key: str, chunk: int) -> None:
+    """Invert the middle half of one stored chunk of `key`, leaving the file's metadata intact."""
+    with h5py.File(path, "r") as f:
+        info = f[key].id.get_chunk_info(chunk)
+    start, length = info.byte_offset + info.size // 4, max(1, info.size // 2)
+    with open(path, "r+b") as stream:
+        stream.seek(start)
+        damaged = bytes(b ^ 0xFF for b in stream.read(length))
+        stream.seek(start)
+        stream.write(damaged)
+
+
+CORRUPT_CHUNKS = {
+    # name: (key in demo_0 (5 steps), chunk (= step) damaged); the comment says which read meets it
+    "image frame": ("obs/agentview_image", 3),  # copying frames into the buffer
+    "image checked against next_obs": ("obs/agentview_image", 1),  # the next_obs[0] == obs[1] check
+    "final next frame": ("next_obs/robot0_eye_in_hand_image", 4),  # the demo's last frame s_N
+    "actions": ("actions", 2),
+    "rewards": ("rewards", 0),
+    "dones": ("dones", 4),
+    "proprio": ("obs/robot0_eef_pos", 1),
+    "next proprio": ("next_obs/robot0_gripper_qpos", 3),
+}
+
+
+@pytest.mark.parametrize("case", list(CORRUPT_CHUNKS))
+def test_corrupt_chunk_names_file_demo_and_key(tmp_path: Path, case: str):
+    key, chunk = CORRUPT_CHUNKS[case]
+    path = write_file(tmp_path / "damaged.hdf5", {"demo_0": (5, True), "demo_1": (4, False)})
+    with h5py.File(path, "a") as f:
+        _compress(f["data/demo_0"], key)
+    load(path)  # compressed and intact: loads
+    _corrupt_chunk(path, f"data/demo_0/{key}", chunk)
+    with pytest.raises(DatasetError, match=re.escape(f"{path}, demo 'demo_0', key '{key}'") + ": cannot read"):
         load(path)
+
+
+def test_corrupt_mask_names_file_and_key(tmp_path: Path):
+    path = write_file(tmp_path / "damaged.hdf5", {"demo_0": (3, True), "demo_1": (3, True)},
+                      masks={"train": ["demo_0", "demo_1"]})
+    with h5py.File(path, "a") as f:
+        _compress(f, "mask/train")
+    _corrupt_chunk(path, "mask/train", 1)
+    assert read_mask_names(path) == {"train": 2}  # sizes come from metadata, not the damaged data
+    with pytest.raises(DatasetError, match=re.escape(f"{path}, key 'mask/train'") + ": cannot read"):
+        load(path, filter_key="train")
 
 
 def test_missing_data_group(tmp_path: Path):
