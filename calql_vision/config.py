@@ -19,7 +19,8 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
 
 from calql_vision.algo_configs import ALGO_SCHEMAS, AlgoConfig, CalQLConfig
-from calql_vision.config_fields import doc
+from calql_vision.config_fields import AT_LEAST_0, AT_LEAST_1, OneOf, Range, doc
+from calql_vision.validation import config_problems
 
 CONFIG_ROOT = Path(__file__).resolve().parent.parent / "configs"
 # Group files loaded when the command line names none, so the files stay the single source
@@ -33,27 +34,31 @@ class TaskConfig:
     env_name: str = doc("Lift", "robosuite environment class, e.g. Lift, PickPlaceCan")
     robot: str = doc("Panda", "robosuite robot (default composite OSC_POSE controller)")
     cameras: list = doc(["agentview"], "cameras rendered into the observation")
-    image_size: int = doc(84, "square camera resolution in pixels")
-    horizon: int = doc(100, "steps before an episode is truncated")
-    control_freq: int = doc(20, "control steps per second")
+    image_size: int = doc(84, "square camera resolution in pixels", valid=Range(8))
+    horizon: int = doc(100, "steps before an episode is truncated", valid=AT_LEAST_1)
+    control_freq: int = doc(20, "control steps per second", valid=AT_LEAST_1)
     proprio_keys: list = doc(
         ["robot0_eef_pos", "robot0_eef_quat", "robot0_gripper_qpos"],
         "low-dim keys concatenated into the proprioception vector",
     )
-    scripted_policy: str = doc("lift", "scripted demonstrator: lift | pick_place")
-    demo_episodes: int = doc(100, "episodes in the task's default demonstration set")
-    demo_noise: float = doc(0.3, "action-noise std of the default demonstration set")
+    scripted_policy: str = doc("lift", "scripted demonstrator: lift | pick_place", valid=OneOf(("lift", "pick_place")))
+    demo_episodes: int = doc(100, "episodes in the task's default demonstration set", valid=AT_LEAST_1)
+    demo_noise: float = doc(0.3, "action-noise std of the default demonstration set", valid=AT_LEAST_0)
 
 
 @dataclass
 class CollectConfig:
     task: TaskConfig = field(default_factory=TaskConfig)
-    episodes: int = doc(50, "number of episodes to roll out")
-    noise: float = doc(0.0, "std of Gaussian noise added to the scripted actions (then clipped)")
+    episodes: int = doc(50, "number of episodes to roll out", valid=AT_LEAST_1)
+    noise: float = doc(0.0, "std of Gaussian noise added to the scripted actions (then clipped)", valid=AT_LEAST_0)
     out: str = doc("data/demos.hdf5", "output HDF5 file (robomimic layout)")
-    seed: int = doc(0, "seed of episode i is seed + i; noise is seeded from it too")
+    seed: int = doc(0, "seed of episode i is seed + i; noise is seeded from it too", valid=AT_LEAST_0)
     only_success: bool = doc(False, "keep only successful episodes")
-    valid_fraction: float = doc(0.1, "fraction of demos listed in mask/valid (the rest in mask/train)")
+    valid_fraction: float = doc(
+        0.1, "fraction of demos listed in mask/valid (the rest in mask/train)",
+        valid=Range(0, 1, high_open=True,
+    )
+    )
     overwrite: bool = doc(False, "replace an existing `out` file (otherwise an existing file is an error)")
 
 
@@ -196,17 +201,24 @@ def load_config(
         print(format_help(schema, program, description, defaults=config))
         sys.exit(0)
     config = _merge(config, OmegaConf.from_dotlist(overrides), "the command line")
+    problems = config_problems(config)
+    if problems:
+        raise ConfigError("; ".join(problems))
     return config
 
 
 @dataclass
 class EncoderConfig:
-    kind: str = doc("conv", "image encoder: conv (DrQ-style) | resnet18 (GroupNorm, random init)")
-    channels: int = doc(32, "conv channels per layer (conv encoder)")
-    strides: list = doc([2, 2, 1, 1], "one conv layer per entry, with this stride (conv encoder)")
-    kernel_size: int = doc(3, "conv kernel size (conv encoder)")
-    feature_dim: int = doc(64, "size of the image embedding after the projection")
-    augment_pad: int = doc(4, "random-shift padding in pixels for s and s' in training (0 = off)")
+    kind: str = doc(
+        "conv", "image encoder: conv (DrQ-style) | resnet18 (GroupNorm, random init)",
+        valid=OneOf(("conv", "resnet18"),
+    )
+    )
+    channels: int = doc(32, "conv channels per layer (conv encoder)", valid=AT_LEAST_1)
+    strides: list = doc([2, 2, 1, 1], "one conv layer per entry, with this stride (conv encoder)", valid=AT_LEAST_1)
+    kernel_size: int = doc(3, "conv kernel size (conv encoder)", valid=AT_LEAST_1)
+    feature_dim: int = doc(64, "size of the image embedding after the projection", valid=AT_LEAST_1)
+    augment_pad: int = doc(4, "random-shift padding in pixels for s and s' in training (0 = off)", valid=AT_LEAST_0)
 
 
 @dataclass
@@ -216,22 +228,30 @@ class TrainConfig:
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
     dataset: Optional[str] = doc(None, "robomimic-layout HDF5 to pretrain on; null = the task's scripted demos (collected once)")
     filter_key: Optional[str] = doc("train", "mask/<key> of the dataset to train on (all demos if the file has no masks)")
-    max_demos: Optional[int] = doc(None, "use at most this many demos")
+    max_demos: Optional[int] = doc(None, "use at most this many demos", valid=AT_LEAST_1)
     reward_scale: float = doc(1.0, "r' = scale * r + bias, for both phases")
     reward_bias: float = doc(-1.0, "r' = scale * r + bias (sparse 0/1 reward -> -1/0)")
-    offline_steps: int = doc(100_000, "gradient steps of offline pretraining")
-    online_env_steps: int = doc(100_000, "environment steps of online fine-tuning")
-    batch_size: int = doc(256, "transitions per gradient step")
-    eval_every: int = doc(5_000, "gradient steps between deterministic evaluations (both phases)")
-    eval_episodes: int = doc(10, "episodes per evaluation (fixed seeds)")
+    offline_steps: int = doc(100_000, "gradient steps of offline pretraining", valid=AT_LEAST_0)
+    online_env_steps: int = doc(100_000, "environment steps of online fine-tuning", valid=AT_LEAST_0)
+    batch_size: int = doc(256, "transitions per gradient step", valid=AT_LEAST_1)
+    eval_every: int = doc(5_000, "gradient steps between deterministic evaluations (both phases)", valid=AT_LEAST_1)
+    eval_episodes: int = doc(10, "episodes per evaluation (fixed seeds)", valid=AT_LEAST_1)
     eval_video: bool = doc(True, "save the first episode of every evaluation as videos/step_<step>.mp4")
-    video_size: int = doc(256, "pixel size of the scene in videos (the policy's view is shown beside it)")
-    log_every: int = doc(1_000, "gradient steps between metric rows")
-    checkpoint_every: int = doc(10_000, "gradient steps between checkpoints")
-    seed: int = doc(0, "seed of networks, sampling and environments")
+    video_size: int = doc(
+        256, "pixel size of the scene in videos (the policy's view is shown beside it)",
+        valid=Range(16,
+    )
+    )
+    log_every: int = doc(1_000, "gradient steps between metric rows", valid=AT_LEAST_1)
+    checkpoint_every: int = doc(10_000, "gradient steps between checkpoints", valid=AT_LEAST_1)
+    seed: int = doc(0, "seed of networks, sampling and environments", valid=AT_LEAST_0)
     device: str = doc("auto", "auto (CUDA when present) | cpu | cuda | cuda:<i>")
-    precision: str = doc("bf16", "encoder autocast: bf16 | fp32 (losses are always fp32)")
-    threads: int = doc(0, "torch CPU threads; 0 = torch's default")
+    precision: str = doc(
+        "bf16", "encoder autocast: bf16 | fp32 (losses are always fp32)",
+        valid=OneOf(("bf16", "fp32"),
+    )
+    )
+    threads: int = doc(0, "torch CPU threads; 0 = torch's default", valid=AT_LEAST_0)
     runs_root: str = doc("runs", "run directories go to <runs_root>/<task>/<algo>/<timestamp>")
     resume: Optional[str] = doc(None, "run directory to continue from its last checkpoint")
     init_from: Optional[str] = doc(
@@ -244,14 +264,14 @@ class BenchConfig:
     task: TaskConfig = field(default_factory=TaskConfig)
     algo: AlgoConfig = field(default_factory=CalQLConfig)
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
-    batch_size: int = doc(256, "transitions per gradient step")
+    batch_size: int = doc(256, "transitions per gradient step", valid=AT_LEAST_1)
     device: str = doc("auto", "auto | cpu | cuda")
-    precision: str = doc("bf16", "encoder autocast: bf16 | fp32")
-    threads: int = doc(0, "torch CPU threads; 0 = torch's default")
-    warmup: int = doc(3, "untimed updates first")
-    windows: int = doc(5, "timed windows; the median is reported")
-    window_updates: int = doc(5, "updates per timed window")
-    env_steps: int = doc(100, "environment steps timed (with rendering)")
+    precision: str = doc("bf16", "encoder autocast: bf16 | fp32", valid=OneOf(("bf16", "fp32")))
+    threads: int = doc(0, "torch CPU threads; 0 = torch's default", valid=AT_LEAST_0)
+    warmup: int = doc(3, "untimed updates first", valid=AT_LEAST_0)
+    windows: int = doc(5, "timed windows; the median is reported", valid=AT_LEAST_1)
+    window_updates: int = doc(5, "updates per timed window", valid=AT_LEAST_1)
+    env_steps: int = doc(100, "environment steps timed (with rendering)", valid=AT_LEAST_1)
 
 
 # ---------------------------------------------------------------------- run directories

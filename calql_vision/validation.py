@@ -1,0 +1,96 @@
+"""Range checks of a loaded config, run before anything is created: every field's own range
+(declared with `doc(..., valid=...)` in its schema), no NaN or infinity in a float unless its
+range allows infinity, and the checks that involve several keys."""
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+from typing import Any, Callable
+
+from omegaconf import DictConfig, ListConfig, OmegaConf
+
+from calql_vision.config_fields import FINITE
+
+
+def config_problems(config: DictConfig) -> list[str]:
+    """Every problem of `config` (a structured config) as "key=value: expected ..."."""
+    return _field_problems(config, "") + [p for check in CROSS_CHECKS for p in check(config)]
+
+
+def _field_problems(node: DictConfig, prefix: str) -> list[str]:
+    schema = OmegaConf.get_type(node)
+    if not dataclasses.is_dataclass(schema):
+        return []
+    problems = []
+    for f in dataclasses.fields(schema):
+        if f.name not in node:
+            continue
+        value = node[f.name]
+        key = f"{prefix}{f.name}"
+        if isinstance(value, DictConfig):
+            problems += _field_problems(value, f"{key}.")
+            continue
+        valid = f.metadata.get("valid")
+        values = list(value) if isinstance(value, ListConfig) else [value]
+        for item in values:
+            problem = _problem(item, valid)
+            if problem:
+                shown = OmegaConf.to_container(value) if isinstance(value, ListConfig) else value
+                problems.append(f"{key}={shown}: {problem}")
+                break
+    return problems
+
+
+def _problem(value: Any, valid: Any) -> str | None:
+    if value is None or isinstance(value, bool):
+        return None  # None only gets here where the schema allows it (Optional)
+    if isinstance(value, float) and valid is None:
+        valid = FINITE  # every float must at least be a number
+    if valid is None or valid.accepts(value):
+        return None
+    return f"expected {valid}"
+
+
+# ---------------------------------------------------------------------- checks across keys
+def _select(config: DictConfig, key: str) -> Any:
+    return OmegaConf.select(config, key, default=None)
+
+
+def _something_to_train(config: DictConfig) -> list[str]:
+    offline, online = _select(config, "offline_steps"), _select(config, "online_env_steps")
+    if offline is not None and online is not None and offline == 0 and online == 0:
+        return ["offline_steps=0 and online_env_steps=0: nothing to train; give either a budget"]
+    return []
+
+
+def _critic_subset(config: DictConfig) -> list[str]:
+    subset, critics = _select(config, "algo.target_critics"), _select(config, "algo.num_critics")
+    if subset is not None and critics is not None and subset > critics:
+        return [f"algo.target_critics={subset}: expected at most algo.num_critics={critics}"]
+    return []
+
+
+def _clip_order(config: DictConfig) -> list[str]:
+    low, high = _select(config, "algo.cql_clip_diff_min"), _select(config, "algo.cql_clip_diff_max")
+    if low is not None and high is not None and not math.isnan(low) and not math.isnan(high) and low > high:
+        return [f"algo.cql_clip_diff_min={low} is above algo.cql_clip_diff_max={high}"]
+    return []
+
+
+def _even_video(config: DictConfig) -> list[str]:
+    size = _select(config, "video_size")
+    if isinstance(size, int) and size % 2:
+        return [f"video_size={size}: expected an even number (H.264 frames)"]
+    return []
+
+
+def _device_name(config: DictConfig) -> list[str]:
+    device = _select(config, "device")
+    if isinstance(device, str) and not re.fullmatch(r"auto|cpu|cuda(:\d+)?", device):
+        return [f"device={device}: expected auto | cpu | cuda | cuda:<index>"]
+    return []
+
+
+CROSS_CHECKS: list[Callable[[DictConfig], list[str]]] = [_something_to_train, _critic_subset, _clip_order, _even_video,
+                                                       _device_name]
