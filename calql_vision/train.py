@@ -9,20 +9,24 @@
 """
 from __future__ import annotations
 
+import math
 import shutil
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import h5py
 import numpy as np
 import torch
 from omegaconf import OmegaConf
 from tqdm import tqdm
 
 from calql_vision.algo_configs import ALGO_SCHEMAS
-from calql_vision.config import ConfigError, TrainConfig, exit_cleanly_on_sigterm, load_config, load_run_config
+from calql_vision.atomic_file import atomic_file
+from calql_vision.config import ConfigError, TrainConfig, load_config, load_run_config
+from calql_vision.run_dir import RunDir, RunDirBusy, RunLock, find_resume_point
+from calql_vision.stopping import StopRequested, StopSignals
 
 DESCRIPTION = """Offline pretraining on a robomimic-layout HDF5, then online fine-tuning in the robosuite
 task, from pixels, with algo=calql (default) | cql | iql | aca | wsrl (pretrain, then fine-tune)
@@ -33,6 +37,11 @@ collected first (data/<task>_scripted_*.hdf5) and reused by later runs. Each run
 runs/<task>/<algo>/<timestamp>/ with config.yaml, metrics.csv, tensorboard/, checkpoints/,
 videos/ (one evaluation episode per evaluation), calibration/ (Q against reward-to-go) and
 the online replay needed by resume=<run dir>.
+
+resume=<run dir> continues from the newest intact checkpoint (latest.pt, else the newest
+step_<n>.pt). A resume may change only """ + "{RESUMABLE}" + """; any other
+setting is fixed by the run. A non-finite loss or parameter stops the run (exit code 3)
+without saving the diverged state; Ctrl-C or SIGTERM stops it with a final checkpoint.
 
 Presets: preset=quick runs the whole pipeline (collection included) in minutes on a CPU."""
 
@@ -51,6 +60,21 @@ PRESETS: dict[str, dict[str, Any]] = {
         "checkpoint_every": 500,
     },
 }
+
+
+# Settings a resume may change: budgets, logging, the machine, and the learning rates (applied
+# to the restored optimizers). Everything else shapes the networks, the data or the algorithm.
+RESUMABLE = (
+    "offline_steps", "online_env_steps", "eval_every", "eval_episodes", "eval_video", "video_size",
+    "log_every", "checkpoint_every", "device", "precision", "threads",
+    "algo.actor_lr", "algo.critic_lr", "algo.alpha_lr", "algo.value_lr",
+)
+DESCRIPTION = DESCRIPTION.replace("{RESUMABLE}", ", ".join(RESUMABLE))
+DIVERGED_EXIT_CODE = 3
+
+
+class TrainingDiverged(RuntimeError):
+    """A loss, a parameter or an action stopped being finite."""
 
 
 # ---------------------------------------------------------------------- setup helpers
@@ -87,12 +111,13 @@ def prepare_dataset(cfg) -> Path:
 
 def dataset_filter_key(path: Path, filter_key: str | None) -> str | None:
     """Use the filter key when the file has masks at all; files without masks train on everything."""
+    from datasets import read_mask_names
+
     if filter_key is None:
         return None
-    with h5py.File(path, "r") as f:
-        if "mask" not in f:
-            print(f"note: {path} has no mask group; training on all demos (filter_key={filter_key} ignored)")
-            return None
+    if read_mask_names(path) is None:
+        print(f"note: {path} has no mask group; training on all demos (filter_key={filter_key} ignored)")
+        return None
     return filter_key
 
 
@@ -115,7 +140,8 @@ def check_dataset_matches_env(dataset, env, path: Path) -> None:
 class Trainer:
     """Owns the loop, counters, evaluation, logging and checkpoints; the agent only learns."""
 
-    def __init__(self, cfg, run_dir: Path, checkpoint: dict | None = None, init_state: dict | None = None) -> None:
+    def __init__(self, cfg, run: RunDir, checkpoint: dict | None = None, init_state: dict | None = None,
+                 stop: StopSignals | None = None) -> None:
         # Imported here, not at module level, so that --help and config errors answer at once.
         import calql_vision.calibration  # noqa: F401  (loaded before the run starts, like the rest)
         import calql_vision.checkpoint  # noqa: F401
@@ -128,7 +154,8 @@ class Trainer:
         from envs import make_env
 
         self.cfg = cfg
-        self.run_dir = run_dir
+        self.run_dir = run
+        self.stop = stop or StopSignals()
         if cfg.threads > 0:
             torch.set_num_threads(cfg.threads)
         torch.manual_seed(cfg.seed)
@@ -163,7 +190,7 @@ class Trainer:
         if saved_replay:
             # Loaded with the capacity it was created with: a resume that raises the online
             # budget keeps it, and the ring drops its oldest episodes if it fills.
-            self.online_replay = FrameReplay.load(run_dir / saved_replay)
+            self.online_replay = load_saved_replay(run.root / saved_replay)
         else:
             # Every transition and its frames are kept: an episode of T steps stores T + 1
             # frames, so 2 x (steps + one more episode) frames always suffice, plus the
@@ -186,11 +213,13 @@ class Trainer:
                     f"init_from={cfg.init_from}: the checkpoint's networks do not fit algo={cfg.algo.name} with these "
                     f"settings (match num_critics, LayerNorm and hidden_dims to the pretraining run): {detail[:300]}"
                 ) from None
-        self.logger = MetricsLogger(run_dir, self.agent.METRICS, resume_step=self.counters["step"] if checkpoint else None)
+        resume_step = self.counters["step"] if checkpoint else None
+        self.logger = MetricsLogger(run.metrics, run.tensorboard, self.agent.METRICS, resume_step=resume_step)
         self._pending_metrics: list[dict[str, float]] = []
         self._update_seconds = 0.0
         self._last_episode: dict[str, float] = {}
         self._eval_seed = calql_vision.evaluation.evaluation_seed(cfg.seed)
+        self._last_finite: tuple[int, dict[str, float]] | None = None
 
     def _obs_spec(self):
         """Shapes from the dataset when there is one (checked against the env), else the env's."""
@@ -230,11 +259,10 @@ class Trainer:
     def _load_heldout(self, dataset_path: Path):
         """The dataset's `valid` demos, never trained on, for the calibration snapshots."""
         from calql_vision.replay import FrameReplay
-        from datasets import load_robomimic_hdf5
+        from datasets import load_robomimic_hdf5, read_mask_names
 
-        with h5py.File(dataset_path, "r") as f:
-            if "mask/valid" not in f or len(f["mask/valid"]) == 0 or self.cfg.filter_key == "valid":
-                return None
+        if (read_mask_names(dataset_path) or {}).get("valid", 0) == 0 or self.cfg.filter_key == "valid":
+            return None
         heldout = load_robomimic_hdf5(
             dataset_path, image_keys=list(self.env.image_keys), proprio_keys=list(self.cfg.task.proprio_keys),
             gamma=self.cfg.algo.discount, reward_scale=self.cfg.reward_scale, reward_bias=self.cfg.reward_bias,
@@ -244,30 +272,42 @@ class Trainer:
 
     # ------------------------------------------------------------------ phases
     def run(self) -> None:
+        """Both phases; raises TrainingDiverged, or StopRequested after saving what it can."""
         try:
-            self._offline_phase()
-            if not self.counters["switched"]:
-                self.save_calibration("offline")
-                self.agent.on_online_start()
-                self._seed_online_replay()
-                self.counters["switched"] = True
-            self._online_phase()
-            if self.counters["env_step"] > 0:
-                self.save_calibration("online")
+            with self.stop.deferred():
+                try:
+                    self._run_phases()
+                except StopRequested as request:
+                    if request.at_safe_point:
+                        self.save_checkpoint()
+                    raise
         finally:
             self.logger.close()
             self.env.close()
+
+    def _run_phases(self) -> None:
+        self._offline_phase()
+        if not self.counters["switched"]:
+            self.save_calibration("offline")
+            self.agent.on_online_start()
+            self._seed_online_replay()
+            self.counters["switched"] = True
+        self.stop.check()
+        self._online_phase()
+        if self.counters["env_step"] > 0:
+            self.save_calibration("online")
 
     def _offline_phase(self) -> None:
         cfg, counters = self.cfg, self.counters
         if counters["step"] >= self.offline_steps:
             return
-        bar = tqdm(total=self.offline_steps, initial=counters["step"], desc="offline", unit="update")
-        while counters["step"] < self.offline_steps:
-            self._update(self.offline_replay.sample(self._rows_per_update(), self.rng, self.device))
-            bar.update(1)
-            self._after_update("offline", final=counters["step"] == self.offline_steps, bar=bar)
-        bar.close()
+        # The bar is closed however the loop ends, so a message after it starts on its own line.
+        with tqdm(total=self.offline_steps, initial=counters["step"], desc="offline", unit="update") as bar:
+            while counters["step"] < self.offline_steps:
+                self._update(self.offline_replay.sample(self._rows_per_update(), self.rng, self.device))
+                bar.update(1)
+                self._after_update("offline", final=counters["step"] == self.offline_steps, bar=bar)
+                self.stop.check()
 
     def _rows_per_update(self) -> int:
         return self.cfg.batch_size * self.agent.batch_slices
@@ -292,7 +332,11 @@ class Trainer:
 
     def _online_phase(self) -> None:
         cfg, counters = self.cfg, self.counters
-        bar = tqdm(total=cfg.online_env_steps, initial=counters["env_step"], desc="online", unit="env step")
+        with tqdm(total=cfg.online_env_steps, initial=counters["env_step"], desc="online", unit="env step") as bar:
+            self._online_loop(bar)
+
+    def _online_loop(self, bar) -> None:
+        cfg, counters = self.cfg, self.counters
         while counters["env_step"] < cfg.online_env_steps or counters["pending_updates"] > 0:
             if counters["pending_updates"] == 0:
                 started = time.time()
@@ -315,28 +359,76 @@ class Trainer:
                 counters["pending_updates"] -= 1
                 final = counters["env_step"] >= cfg.online_env_steps and counters["pending_updates"] == 0
                 self._after_update("online", final, bar, extra=self._last_episode)
-        bar.close()
+                self.stop.check()
 
     def _update(self, batch: dict) -> None:
         started = time.perf_counter()
-        self._pending_metrics.append(self.agent.update(batch))
+        metrics = self.agent.update(batch)
         self._update_seconds += time.perf_counter() - started
         self.counters["step"] += 1
+        self._check_finite(metrics)
+        self._pending_metrics.append(metrics)
+        self._last_finite = (self.counters["step"], metrics)
+
+    def _check_finite(self, metrics: dict[str, float]) -> None:
+        """Stop at the first non-finite loss or parameter: nothing diverged is ever logged or
+        saved, so the last checkpoint stays the last good state."""
+        bad_metrics = [f"{k}={v}" for k, v in metrics.items() if not math.isfinite(v)]
+        bad_parts = self.agent.non_finite_parts()
+        if not bad_metrics and not bad_parts:
+            return
+        what = [f"non-finite {', '.join(bad_metrics)}"] if bad_metrics else []
+        what += [f"non-finite parameters in {', '.join(bad_parts)}"] if bad_parts else []
+        raise TrainingDiverged(f"training diverged at update {self.counters['step']} "
+                               f"({self._phase()} phase, env step {self.counters['env_step']}): {'; '.join(what)}; "
+                               + self._divergence_advice())
+
+    def _act(self, obs: dict, deterministic: bool) -> np.ndarray:
+        """The agent's action; a non-finite one (finite weights can still overflow the
+        activations) is divergence too, reported before the environment rejects it."""
+        action = self.agent.act(obs, deterministic=deterministic)
+        if not np.isfinite(action).all():
+            raise TrainingDiverged(f"the policy produced a non-finite action after update {self.counters['step']} "
+                                   f"({self._phase()} phase); {self._divergence_advice()}")
+        return action
+
+    def _phase(self) -> str:
+        return "online" if self.counters["switched"] else "offline"
+
+    def _divergence_advice(self) -> str:
+        if self._last_finite is None:
+            last = "no update was finite"
+        else:
+            step, metrics = self._last_finite
+            keys = [k for k in metrics if "loss" in k] + [k for k in self.agent.PROGRESS.values() if k in metrics]
+            last = f"last finite update {step}: " + ", ".join(f"{k}={metrics[k]:.4g}" for k in dict.fromkeys(keys))
+        saved = self.run_dir.latest
+        kept = (f"the last good checkpoint {saved} is kept" if saved.is_file()
+                else "no checkpoint had been written yet")
+        return (f"{last}; {kept}. Lower the learning rates (algo.critic_lr, algo.actor_lr) or check "
+                f"reward_scale/reward_bias, then resume={self.run_dir.root} with the new rates, or start again")
 
     def _collect_episode(self) -> dict[str, Any]:
+        from calql_vision.checkpoint import capture_rng_states, restore_rng_states
         from calql_vision.replay import EpisodeRecorder
 
         cfg = self.cfg
         recorder = EpisodeRecorder()
+        rng_at_start = capture_rng_states(self.rng)
         # Scene seeds apart from the demos' (0, 1, ...) and the evaluations' (evaluation_seed).
         obs, _ = self.env.reset(seed=10_000_000 * (cfg.seed + 1) + self.counters["episodes"])
         recorder.start(obs)
         random_until = cfg.algo.warmup_steps if cfg.algo.warmup_policy == "random" else 0
         while True:
+            if self.stop.pending is not None:
+                # The partial episode is dropped and the RNGs go back to where it began: the
+                # resumed run collects this episode exactly as an uninterrupted run would.
+                restore_rng_states(rng_at_start, self.rng)
+                self.stop.check()
             if self.counters["env_step"] + len(recorder) < random_until:
                 action = self.rng.uniform(-1.0, 1.0, size=self.env.action_dim)
             else:
-                action = self.agent.act(obs, deterministic=False)
+                action = self._act(obs, deterministic=False)
             obs, reward, terminated, truncated, _ = self.env.step(action)
             recorder.add(action, reward, terminated, truncated, obs)
             if terminated or truncated:
@@ -374,16 +466,17 @@ class Trainer:
         steps_seen = {"count": 0}
 
         def record_first_episode(episode: int, obs: dict, info: dict) -> None:
+            self.stop.check()  # an evaluation is long; a stop does not wait for its end
             if video is not None and episode == 0:
                 video.add(self.env, obs, info, steps_seen["count"])
                 steps_seen["count"] += 1
 
         result = evaluate_policy(
-            self.env, lambda obs: self.agent.act(obs, deterministic=True), cfg.eval_episodes, self._eval_seed,
+            self.env, lambda obs: self._act(obs, deterministic=True), cfg.eval_episodes, self._eval_seed,
             on_frame=record_first_episode,
         )
         if video is not None:
-            write_mp4(self.run_dir / "videos" / f"step_{self.counters['step']}.mp4", video.frames)
+            write_mp4(self.run_dir.video(self.counters["step"]), video.frames)
         return result
 
     def save_calibration(self, phase: str) -> None:
@@ -394,20 +487,20 @@ class Trainer:
         for name, replay in (("valid", self.heldout_replay), ("online", self.online_replay), ("train", self.offline_replay)):
             arrays[f"q_{name}"], arrays[f"g_{name}"] = q_and_return(self.agent, replay, rng, self.device)
         step = self.counters["step"]
-        save_calibration(self.run_dir / "calibration" / f"step_{step}.npz", phase, step, self.counters["env_step"], **arrays)
+        save_calibration(self.run_dir.calibration(step), phase, step, self.counters["env_step"], **arrays)
 
-    def save_checkpoint(self) -> None:
+    def save_checkpoint(self) -> Path:
         from calql_vision.checkpoint import atomic_torch_save, capture_rng_states
 
-        directory = self.run_dir / "checkpoints"
-        directory.mkdir(exist_ok=True)
         step = self.counters["step"]
+        if self.agent.non_finite_parts():  # every update is checked; this guards the file itself
+            raise TrainingDiverged(f"not saving a checkpoint of non-finite state at update {step}")
         # The replay goes first under a step-stamped name; the checkpoint names the replay
         # it belongs to, so a kill between the two writes leaves a consistent older pair.
         replay_name = None
         if self.counters["episodes"] > 0:
-            replay_name = f"online_replay_{step}.npz"
-            self.online_replay.save(self.run_dir / replay_name)
+            replay_name = self.run_dir.replay(step).name
+            self.online_replay.save(self.run_dir.replay(step))
         state = {
             "agent": self.agent.state_dict(),
             "counters": dict(self.counters),
@@ -415,11 +508,12 @@ class Trainer:
             "online_replay": replay_name,
             "config": OmegaConf.to_container(self.cfg, resolve=True),
         }
-        atomic_torch_save(state, directory / f"step_{step}.pt")
-        atomic_torch_save(state, directory / "latest.pt")
-        for old in self.run_dir.glob("online_replay_*.npz"):
+        atomic_torch_save(state, self.run_dir.checkpoint(step))
+        atomic_torch_save(state, self.run_dir.latest)
+        for old in self.run_dir.replays():
             if old.name != replay_name:
                 old.unlink()
+        return self.run_dir.latest
 
     def _restore(self, checkpoint: dict) -> None:
         from calql_vision.checkpoint import restore_rng_states
@@ -430,15 +524,13 @@ class Trainer:
 
 
 # ---------------------------------------------------------------------- entry point
-def new_run_dir(cfg) -> Path:
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    run_dir = Path(cfg.runs_root) / cfg.task.name / cfg.algo.name / stamp
-    suffix = 1
-    while run_dir.exists():
-        suffix += 1
-        run_dir = run_dir.with_name(f"{stamp}-{suffix}")
-    run_dir.mkdir(parents=True)
-    return run_dir
+def load_saved_replay(path: Path):
+    from calql_vision.replay import FrameReplay
+
+    try:
+        return FrameReplay.load(path)
+    except (OSError, ValueError, KeyError, EOFError) as error:  # zip, npz and array errors of a damaged file
+        raise ConfigError(f"{path}: cannot read the online replay this checkpoint needs ({error})") from None
 
 
 # What must agree between an init_from checkpoint's run and the run it starts: the networks'
@@ -462,7 +554,7 @@ def init_from_checkpoint(cfg) -> dict:
     source = Path(cfg.init_from)
     if source.is_dir():
         source_cfg = load_run_config(source)
-        path = source / "checkpoints" / f"step_{source_cfg.offline_steps}.pt"
+        path = RunDir(source).checkpoint(source_cfg.offline_steps)
         if not path.is_file():
             raise ConfigError(f"init_from={source}: no checkpoint at the end of its pretraining ({path})")
     elif source.is_file():
@@ -489,51 +581,139 @@ def init_from_checkpoint(cfg) -> dict:
     return checkpoint["agent"]
 
 
-def build(argv: list[str]) -> tuple[Any, Path, dict | None, dict | None]:
-    """Parse the command line into (config, run directory, checkpoint to resume or None,
-    agent state to start the online phase from (init_from) or None)."""
-    resume = [a.split("=", 1)[1] for a in argv if a.startswith("resume=")]
-    if not resume or resume[-1] in ("null", ""):
-        cfg = load_config(TrainConfig, argv, "calql_vision.train", DESCRIPTION, presets=PRESETS, base_file="base.yaml")
-        if cfg.dataset is not None and not Path(cfg.dataset).is_file():
-            # Checked before the run directory exists, so a typo leaves nothing behind.
-            raise ConfigError(f"dataset={cfg.dataset}: no such file")
-        init_state = None
-        if cfg.init_from is not None:
-            init_state = init_from_checkpoint(cfg)
-        run_dir = new_run_dir(cfg)
-        OmegaConf.save(cfg, run_dir / "config.yaml")
-        return cfg, run_dir, None, init_state
+@dataclass
+class Launch:
+    """What the command line resolved to, before training starts."""
+
+    cfg: Any
+    run: RunDir
+    lock: RunLock
+    checkpoint: dict | None = None  # resume: the checkpoint to continue from
+    init_state: dict | None = None  # init_from: the agent state the online phase starts from
+
+    @property
+    def is_new(self) -> bool:
+        return self.checkpoint is None
+
+    def write_config(self) -> None:
+        """config.yaml, atomically; a resume rewrites it only once everything has been checked."""
+        with atomic_file(self.run.config) as handle:
+            handle.write(OmegaConf.to_yaml(self.cfg).encode())
+
+    def abandon(self) -> None:
+        """Undo a launch that never started training: a new run directory goes entirely."""
+        self.lock.release()
+        if self.is_new:
+            shutil.rmtree(self.run.root, ignore_errors=True)
+
+
+def _flat(config) -> dict[str, Any]:
+    flat = {}
+    for key, value in OmegaConf.to_container(config, resolve=True).items():
+        if isinstance(value, dict):
+            flat.update({f"{key}.{k}": v for k, v in _flat(OmegaConf.create(value)).items()})
+        else:
+            flat[key] = value
+    return flat
+
+
+def check_resume_changes(saved, cfg, checkpoint: dict, run: RunDir) -> None:
+    """ConfigError listing every setting a resume asks to change that a run cannot change."""
+    old, new = _flat(saved), _flat(cfg)
+    changed = {k: (old.get(k), new.get(k)) for k in new if k != "resume" and old.get(k) != new.get(k)}
+    fixed = [k for k in changed if k not in RESUMABLE]
+    if "offline_steps" in changed and checkpoint["counters"].get("switched"):
+        fixed.append("offline_steps (the run has already switched to online)")
+    if fixed:
+        shown = ", ".join(f"{k} ({changed[k.split(' ')[0]][0]} -> {changed[k.split(' ')[0]][1]})" for k in fixed)
+        raise ConfigError(f"resume={run.root}: a run cannot change {shown}; a resume may change only "
+                          f"{', '.join(RESUMABLE)}. Start a new run (init_from=<run> keeps its pretraining) instead")
+
+
+def resume_launch(run: RunDir, overrides: list[str]) -> Launch:
+    """The run to continue, checked completely before anything in its directory changes."""
     from calql_vision.checkpoint import load_checkpoint
 
-    run_dir = Path(resume[-1])
-    saved = load_run_config(run_dir)
-    others = [a for a in argv if not a.startswith("resume=")]
-    cfg = load_config(TrainConfig, others, "calql_vision.train", DESCRIPTION, presets=PRESETS, base=saved)
-    cfg.resume = str(run_dir)
-    checkpoint = load_checkpoint(run_dir / "checkpoints" / "latest.pt")
-    OmegaConf.save(cfg, run_dir / "config.yaml")
-    return cfg, run_dir, checkpoint, None
+    saved = load_run_config(run.root)
+    cfg = load_config(TrainConfig, overrides, "calql_vision.train", DESCRIPTION, presets=PRESETS, base=saved)
+    cfg.resume = str(run.root)
+    lock = run.lock()
+    try:
+        point = find_resume_point(run, load_checkpoint)
+        if point is None:
+            raise ConfigError(f"resume={run.root}: no checkpoint to resume from in {run.checkpoints}")
+        check_resume_changes(saved, cfg, point.checkpoint, run)
+        if point.skipped:
+            print(f"note: resuming from {point.path} ({'; '.join(point.skipped)})")
+        for stale in run.trainer_temporaries():  # left by a killed writer; ours, we hold the lock
+            stale.unlink(missing_ok=True)
+    except BaseException:
+        lock.release()
+        raise
+    return Launch(cfg, run, lock, checkpoint=point.checkpoint)
+
+
+def new_launch(argv: list[str]) -> Launch:
+    cfg = load_config(TrainConfig, argv, "calql_vision.train", DESCRIPTION, presets=PRESETS, base_file="base.yaml")
+    if cfg.dataset is not None and not Path(cfg.dataset).is_file():
+        # Checked before the run directory exists, so a typo leaves nothing behind.
+        raise ConfigError(f"dataset={cfg.dataset}: no such file")
+    init_state = init_from_checkpoint(cfg) if cfg.init_from is not None else None
+    run = RunDir.create(cfg.runs_root, cfg.task.name, cfg.algo.name)
+    launch = Launch(cfg, run, run.lock(), init_state=init_state)
+    try:
+        launch.write_config()
+    except BaseException:
+        launch.abandon()
+        raise
+    return launch
+
+
+def build(argv: list[str]) -> Launch:
+    """Parse the command line into a Launch: a new run, or the run that resume= names."""
+    resume = [a.split("=", 1)[1] for a in argv if a.startswith("resume=")]
+    if not resume or resume[-1] in ("null", ""):
+        return new_launch(argv)
+    return resume_launch(RunDir(Path(resume[-1])), [a for a in argv if not a.startswith("resume=")])
 
 
 def main(argv: list[str] | None = None) -> int:
     from datasets import DatasetError
 
     argv = sys.argv[1:] if argv is None else argv
-    exit_cleanly_on_sigterm()
-    run_dir, checkpoint = None, None
+    stop = StopSignals().install()
+    launch = None
     try:
-        cfg, run_dir, checkpoint, init_state = build(argv)
-        print(f"run directory: {run_dir}")
-        trainer = Trainer(cfg, run_dir, checkpoint, init_state)
-    except (ConfigError, FileNotFoundError, DatasetError) as error:
-        # A new run that failed while setting up holds only its config: remove it.
-        if run_dir is not None and checkpoint is None and {p.name for p in run_dir.iterdir()} <= {"config.yaml"}:
-            shutil.rmtree(run_dir)
+        launch = build(argv)
+        print(f"run directory: {launch.run.root}")
+        trainer = Trainer(launch.cfg, launch.run, launch.checkpoint, launch.init_state, stop)
+        if not launch.is_new:
+            launch.write_config()
+    except BaseException as error:
+        if launch is not None:
+            launch.abandon()
+        if isinstance(error, StopRequested):
+            print(f"{error} before training began", file=sys.stderr)
+            return error.exit_code
+        if isinstance(error, (ConfigError, FileNotFoundError, DatasetError, RunDirBusy)):
+            print(f"error: {error}", file=sys.stderr)
+            return 2
+        raise
+    try:
+        trainer.run()
+    except TrainingDiverged as error:
         print(f"error: {error}", file=sys.stderr)
-        return 2
-    trainer.run()
-    print(f"done: {run_dir}")
+        return DIVERGED_EXIT_CODE
+    except StopRequested as request:
+        counters = trainer.counters
+        saved = (f"checkpoint {launch.run.latest} (update {counters['step']})" if request.at_safe_point
+                 else f"no new checkpoint (stopped at once); the last one is {launch.run.latest}")
+        print(f"{request} at update {counters['step']}, env step {counters['env_step']}: {saved}. "
+              f"Continue with: python -m calql_vision.train resume={launch.run.root}", file=sys.stderr)
+        return request.exit_code
+    finally:
+        launch.lock.release()
+    print(f"done: {launch.run.root}")
     return 0
 
 

@@ -40,10 +40,12 @@ class PixelAgent:
     * `_tensors()`: name -> scalar parameter tensors saved beside them (temperatures);
     * `_target_pairs()`: (online, target) modules moved by Polyak averaging after each update;
     * `METRICS`: every key `update` may return (the metrics.csv columns), and `PROGRESS`,
-      the few shown on the progress bar as {label: metric}.
+      the few shown on the progress bar as {label: metric};
+    * `LEARNING_RATES`: optimizer attribute -> the algo config key of its learning rate.
     """
 
     METRICS: tuple[str, ...] = ()
+    LEARNING_RATES: dict[str, str] = {}
     PROGRESS: dict[str, str] = {"q": "q_data_mean", "G": "mc_return_mean", "td": "td_loss"}
 
     def __init__(self, cfg: Any, encoder_cfg: Any, spec: ObsSpec, device: torch.device, precision: str = "bf16") -> None:
@@ -179,6 +181,24 @@ class PixelAgent:
                 tensor.copy_(state[name])
         self._load_extra_state(state)
         self.num_updates = int(state["num_updates"])
+        # Optimizer states carry the learning rate they were saved with; the config's wins, so
+        # a resume or init_from that sets a new rate gets it.
+        self.apply_learning_rates()
+
+    def apply_learning_rates(self) -> None:
+        for optimizer_name, key in self.LEARNING_RATES.items():
+            for group in getattr(self, optimizer_name).param_groups:
+                group["lr"] = float(getattr(self.cfg, key))
+
+    def non_finite_parts(self) -> list[str]:
+        """Names of the saved modules and tensors holding a NaN or infinite value (empty when
+        all is finite). One fused norm over everything first: the common case costs one check."""
+        modules = {name: m for name, m in self._modules().items() if isinstance(m, nn.Module)}
+        tensors = [p.detach() for m in modules.values() for p in m.parameters()] + list(self._tensors().values())
+        if bool(torch.stack(torch._foreach_norm(tensors)).isfinite().all()):
+            return []
+        bad = [name for name, m in modules.items() if not all(bool(p.isfinite().all()) for p in m.parameters())]
+        return bad + [name for name, t in self._tensors().items() if not bool(t.isfinite().all())]
 
     def policy_state_dict(self) -> dict[str, Any]:
         """What acting needs and nothing more (encoder + actor): the weights an actor process

@@ -26,6 +26,7 @@ from calql_vision.losses import conservative_gap, ensemble_min, td_target
 class CalQLAgent(SACAgent):
     """Cal-QL actor-critic; with `calibrated: false` it is CQL."""
 
+    LEARNING_RATES = {**SACAgent.LEARNING_RATES, "cql_alpha_optimizer": "critic_lr"}
     METRICS = SACAgent.METRICS + ("cql_gap", "cql_alpha", "bound_rate", "q_random_mean", "q_policy_mean")
 
     def __init__(self, cfg: Any, encoder_cfg: Any, spec: ObsSpec, device: torch.device, precision: str = "bf16") -> None:

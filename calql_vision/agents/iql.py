@@ -40,6 +40,7 @@ from calql_vision.networks import QEnsemble, StateValue, TanhGaussianActor
 class IQLAgent(PixelAgent):
     """IQL: two critics with Polyak targets, one expectile V head, an AWR actor; no temperature."""
 
+    LEARNING_RATES = {"critic_optimizer": "critic_lr", "value_optimizer": "value_lr", "actor_optimizer": "actor_lr"}
     METRICS = (
         "td_loss", "critic_loss", "value_loss", "q_data_mean", "v_mean", "target_q_mean", "mc_return_mean",
         "actor_loss", "adv_mean", "weight_mean", "weight_clip_rate",

@@ -25,6 +25,7 @@ from calql_vision.networks import QEnsemble, TanhGaussianActor
 class SACAgent(PixelAgent):
     """SAC: tanh-Gaussian actor, critic ensemble with Polyak targets, automatic temperature."""
 
+    LEARNING_RATES = {"critic_optimizer": "critic_lr", "actor_optimizer": "actor_lr", "alpha_optimizer": "alpha_lr"}
     METRICS = (
         "td_loss", "critic_loss", "q_data_mean", "target_q_mean", "mc_return_mean",
         "actor_loss", "alpha", "entropy",

@@ -1,0 +1,182 @@
+"""A training run's directory: the one place its layout is spelt out, its creation, its lock,
+and the choice of the checkpoint a resume starts from.
+
+    <runs_root>/<task>/<algo>/<timestamp>/
+        config.yaml                 the settings (rewritten only by a resume that validated)
+        metrics.csv, tensorboard/   one row per log point
+        checkpoints/step_<n>.pt     every checkpoint; latest.pt is a copy of the newest
+        online_replay_<n>.npz       the online replay of checkpoint n (older ones removed)
+        videos/step_<n>.mp4         the first episode of each training-time evaluation
+        calibration/step_<n>.npz    Q against reward-to-go (offline end, online end)
+        eval/<checkpoint>-seed<s>/  written by `python -m calql_vision.evaluate`
+        .lock                       held by the process training in it
+"""
+from __future__ import annotations
+
+import errno
+import fcntl
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+from calql_vision.atomic_file import TEMPORARY_SUFFIX
+
+
+class RunDirBusy(RuntimeError):
+    """Another process holds the run directory's lock."""
+
+
+@dataclass(frozen=True)
+class RunDir:
+    root: Path
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "root", Path(self.root))
+
+    # ------------------------------------------------------------------ the layout
+    @property
+    def config(self) -> Path:
+        return self.root / "config.yaml"
+
+    @property
+    def metrics(self) -> Path:
+        return self.root / "metrics.csv"
+
+    @property
+    def tensorboard(self) -> Path:
+        return self.root / "tensorboard"
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.root / "checkpoints"
+
+    @property
+    def latest(self) -> Path:
+        return self.checkpoints / "latest.pt"
+
+    def checkpoint(self, step: int) -> Path:
+        return self.checkpoints / f"step_{step}.pt"
+
+    def replay(self, step: int) -> Path:
+        return self.root / f"online_replay_{step}.npz"
+
+    def replays(self) -> list[Path]:
+        return sorted(self.root.glob("online_replay_*.npz"))
+
+    def video(self, step: int) -> Path:
+        return self.root / "videos" / f"step_{step}.mp4"
+
+    @property
+    def calibration_dir(self) -> Path:
+        return self.root / "calibration"
+
+    def calibration(self, step: int) -> Path:
+        return self.calibration_dir / f"step_{step}.npz"
+
+    def evaluation(self, checkpoint_name: str, seed: int) -> Path:
+        return self.root / "eval" / f"{checkpoint_name}-seed{seed}"
+
+    @property
+    def lock_file(self) -> Path:
+        return self.root / ".lock"
+
+    def step_checkpoints(self) -> list[Path]:
+        """checkpoints/step_<n>.pt, newest (highest n) first."""
+        found = []
+        for path in self.checkpoints.glob("step_*.pt"):
+            step = path.stem.removeprefix("step_")
+            if step.isdigit():
+                found.append((int(step), path))
+        return [path for _, path in sorted(found, reverse=True)]
+
+    def trainer_temporaries(self) -> list[Path]:
+        """Temporary files a killed trainer can leave (see atomic_file) in the folders only the
+        trainer writes; eval/ is left alone, an evaluation may be running there."""
+        folders = [self.root, self.checkpoints, self.calibration_dir, self.root / "videos"]
+        return [p for folder in folders if folder.is_dir() for p in folder.glob(f".*{TEMPORARY_SUFFIX}")]
+
+    # ------------------------------------------------------------------ creation and lock
+    @classmethod
+    def create(cls, runs_root: str | os.PathLike, task: str, algo: str) -> "RunDir":
+        """A new, empty <runs_root>/<task>/<algo>/<timestamp>[-k]; safe against another
+        process creating one in the same second (mkdir either creates or fails)."""
+        parent = Path(runs_root) / task / algo
+        parent.mkdir(parents=True, exist_ok=True)
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        for suffix in range(1, 10_000):
+            root = parent / (stamp if suffix == 1 else f"{stamp}-{suffix}")
+            try:
+                root.mkdir()
+            except FileExistsError:
+                continue
+            return cls(root)
+        raise RuntimeError(f"{parent}: no free run directory name for {stamp}")
+
+    def lock(self) -> "RunLock":
+        return RunLock(self.lock_file)
+
+
+class RunLock:
+    """An exclusive, non-blocking flock on <run>/.lock, held while the process lives (the
+    kernel releases it when the process dies, even by kill -9, so a stale lock never blocks)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as error:
+            holder = os.pread(self._fd, 32, 0).decode(errors="replace").strip() or "unknown"
+            os.close(self._fd)
+            if error.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                raise RunDirBusy(f"{path.parent} is in use by another process (pid {holder}); "
+                                 "wait for it to finish or stop it first") from None
+            raise
+        os.ftruncate(self._fd, 0)
+        os.pwrite(self._fd, f"{os.getpid()}\n".encode(), 0)
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+
+# ---------------------------------------------------------------------- resuming
+@dataclass
+class ResumePoint:
+    path: Path
+    checkpoint: dict[str, Any]
+    skipped: list[str]  # "<file>: <why>" for every newer candidate that could not be used
+
+
+def candidate_checkpoints(run: RunDir) -> Iterator[Path]:
+    """latest.pt, then the step files from the newest."""
+    yield run.latest
+    yield from run.step_checkpoints()
+
+
+def find_resume_point(run: RunDir, load: Callable[[Path], dict[str, Any]]) -> ResumePoint | None:
+    """The newest checkpoint that loads and whose online replay (if it names one) exists.
+
+    latest.pt is normally it; a kill between writing step_<n>.pt and latest.pt, or a damaged
+    latest.pt, leaves an intact step file to fall back on. `load` raises ValueError for an
+    unreadable file."""
+    skipped = []
+    for path in candidate_checkpoints(run):
+        if not path.is_file():
+            if path == run.latest:
+                skipped.append(f"{path.name}: missing")
+            continue
+        try:
+            checkpoint = load(path)
+        except ValueError as error:
+            skipped.append(f"{path.name}: unreadable ({str(error).split(': ')[-1][:120]})")
+            continue
+        replay = checkpoint.get("online_replay")
+        if replay and not (run.root / replay).is_file():
+            skipped.append(f"{path.name}: its online replay {replay} is gone")
+            continue
+        return ResumePoint(path, checkpoint, skipped)
+    return None
