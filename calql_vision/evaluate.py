@@ -17,6 +17,7 @@ from omegaconf import DictConfig
 
 from calql_vision.atomic_file import atomic_file
 from calql_vision.config import ConfigError, doc, exit_cleanly_on_sigterm, load_config, load_run_config
+from calql_vision.run_dir import RunDir
 
 DESCRIPTION = __doc__.splitlines()[0] + """
 
@@ -69,7 +70,7 @@ def wilson_interval(successes: int, n: int, z: float = WILSON_Z95) -> tuple[floa
 # ---------------------------------------------------------------------- run directories
 def available_checkpoints(run_dir: str | os.PathLike) -> list[str]:
     """Checkpoint names in <run>/checkpoints/, latest.pt first, then by step."""
-    directory = Path(run_dir) / "checkpoints"
+    directory = RunDir(run_dir).checkpoints
     names = [p.name for p in directory.glob("*.pt")] if directory.is_dir() else []
 
     def order(name: str) -> tuple[int, int, str]:
@@ -85,10 +86,10 @@ def available_checkpoints(run_dir: str | os.PathLike) -> list[str]:
 def resolve_checkpoint(run_dir: str | os.PathLike, checkpoint: str | os.PathLike | None = None) -> Path:
     """`checkpoint` as a path, or as a name inside <run>/checkpoints/ (".pt" optional);
     None means latest.pt. A missing file raises FileNotFoundError listing what exists."""
-    run_dir = Path(run_dir)
-    directory = run_dir / "checkpoints"
+    run = RunDir(run_dir)
+    directory = run.checkpoints
     if checkpoint is None:
-        candidates = [directory / "latest.pt"]
+        candidates = [run.latest]
     else:
         given = Path(checkpoint)
         candidates = [given]
@@ -192,7 +193,7 @@ def evaluate_run(cfg: DictConfig) -> tuple[dict[str, Any], Path]:
     from calql_vision.video import EpisodeVideo, write_mp4
 
     seed = int(cfg.seed) if cfg.seed is not None else evaluation_seed(int(run_cfg.seed))
-    out_dir = run_dir / "eval" / f"{checkpoint_path.stem}-seed{seed}"
+    out_dir = RunDir(run_dir).evaluation(checkpoint_path.stem, seed)
     if cfg.threads > 0:
         torch.set_num_threads(cfg.threads)
     device = resolve_device(cfg.device)
@@ -276,6 +277,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # summary.json is written last: nothing half-done is left
+        print("stopped by SIGINT: no summary written", file=sys.stderr)
+        return 130
     low, high = summary["success_ci95"]
     print(
         f"{Path(summary['checkpoint']).name} (step {summary['step']}, env step {summary['env_step']}): "

@@ -14,6 +14,7 @@ import yaml
 from omegaconf import OmegaConf
 
 from calql_vision.config import ConfigError
+from calql_vision.run_dir import RunDir
 from datasets.reward_to_go import fail_forever_value
 
 
@@ -52,7 +53,7 @@ class Run:
         the latest one}, each present only when it exists (one file written offline fills only
         'offline'). Read once per run: the figure and the summary table both use it."""
         loaded = []
-        for path in (self.path / "calibration").glob("step_*.npz"):
+        for path in RunDir(self.path).calibration_dir.glob("step_*.npz"):
             try:
                 with np.load(path) as data:
                     loaded.append({k: data[k] for k in data.files})
@@ -95,7 +96,7 @@ def discover_runs(paths: Sequence[Path]) -> list[Run]:
     for root in paths:
         if not root.exists():
             raise ConfigError(f"{root}: no such file or directory")
-        found = sorted(p.parent for p in root.rglob("metrics.csv") if (p.parent / "config.yaml").is_file())
+        found = sorted(p.parent for p in root.rglob("metrics.csv") if RunDir(p.parent).config.is_file())
         if not found:
             raise ConfigError(f"{root}: no run directories (a folder with metrics.csv and config.yaml) under it")
         for run_dir in found:
@@ -104,8 +105,8 @@ def discover_runs(paths: Sequence[Path]) -> list[Run]:
             seen.add(run_dir.resolve())
             name = str(run_dir.relative_to(root)) if run_dir != root else str(root)
             try:
-                config = OmegaConf.load(run_dir / "config.yaml")
-                runs.append(Run(run_dir, name, config, read_metrics(run_dir / "metrics.csv")))
+                config = OmegaConf.load(RunDir(run_dir).config)
+                runs.append(Run(run_dir, name, config, read_metrics(RunDir(run_dir).metrics)))
             except (OSError, ValueError, yaml.YAMLError) as error:
                 print(f"note: skipping {run_dir}: {error}")
     if not runs:
