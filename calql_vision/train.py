@@ -13,6 +13,7 @@ import math
 import shutil
 import sys
 import time
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -529,7 +530,7 @@ def load_saved_replay(path: Path):
 
     try:
         return FrameReplay.load(path)
-    except (OSError, ValueError, KeyError, EOFError) as error:  # zip, npz and array errors of a damaged file
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as error:  # a damaged npz
         raise ConfigError(f"{path}: cannot read the online replay this checkpoint needs ({error})") from None
 
 
@@ -655,9 +656,13 @@ def resume_launch(run: RunDir, overrides: list[str]) -> Launch:
 
 def new_launch(argv: list[str]) -> Launch:
     cfg = load_config(TrainConfig, argv, "calql_vision.train", DESCRIPTION, presets=PRESETS, base_file="base.yaml")
-    if cfg.dataset is not None and not Path(cfg.dataset).is_file():
-        # Checked before the run directory exists, so a typo leaves nothing behind.
-        raise ConfigError(f"dataset={cfg.dataset}: no such file")
+    if cfg.dataset is not None:
+        # Checked before the run directory exists, so a typo or a broken file leaves nothing behind.
+        from datasets import read_mask_names
+
+        if not Path(cfg.dataset).is_file():
+            raise ConfigError(f"dataset={cfg.dataset}: no such file")
+        read_mask_names(cfg.dataset)  # DatasetError for a file that is not readable HDF5
     init_state = init_from_checkpoint(cfg) if cfg.init_from is not None else None
     run = RunDir.create(cfg.runs_root, cfg.task.name, cfg.algo.name)
     launch = Launch(cfg, run, run.lock(), init_state=init_state)

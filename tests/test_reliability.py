@@ -1,0 +1,374 @@
+"""Runs that cannot be lost: settings checked before anything exists, divergence stopped before
+it is saved, resumes that check before they touch a run, a lock, a fallback checkpoint, clean
+stops on SIGINT/SIGTERM, and kill -9 at random moments (real trainer, real env, real files)."""
+from __future__ import annotations
+
+import importlib.util
+import multiprocessing
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from calql_vision.config import ConfigError, TrainConfig, load_config
+from calql_vision.run_dir import RunDir, RunDirBusy, find_resume_point
+from calql_vision.train import DESCRIPTION, PRESETS
+from conftest import ROOT, TINY_TRAIN_ARGS
+
+
+def train_config(*args: str):
+    return load_config(TrainConfig, list(args), "calql_vision.train", DESCRIPTION, presets=PRESETS,
+                       base_file="base.yaml")
+
+
+def run_train(args: list[str], runs_root: Path | None = None) -> subprocess.CompletedProcess:
+    root = [f"runs_root={runs_root}"] if runs_root is not None else []
+    return subprocess.run([sys.executable, "-m", "calql_vision.train", *args, *root],
+                          cwd=ROOT, capture_output=True, text=True, timeout=600)
+
+
+def the_run(runs_root: Path) -> Path:
+    (run_dir,) = (runs_root / "lift_visual" / "calql").iterdir()
+    return run_dir
+
+
+def last_line(stderr: str) -> str:
+    return stderr.replace("\r", "\n").strip().splitlines()[-1]
+
+
+# ---------------------------------------------------------------------- settings
+@pytest.mark.parametrize("args, message", [
+    (["batch_size=0"], "batch_size=0: expected >= 1"),
+    (["batch_size=-5"], "batch_size=-5: expected >= 1"),
+    (["algo.utd=0"], "algo.utd=0: expected >= 1"),
+    (["eval_every=0"], "eval_every=0: expected >= 1"),
+    (["checkpoint_every=0"], "checkpoint_every=0: expected >= 1"),
+    (["eval_episodes=0"], "eval_episodes=0: expected >= 1"),
+    (["precision=fp16"], "precision=fp16: expected one of bf16 | fp32"),
+    (["seed=-1"], "seed=-1: expected >= 0"),
+    (["algo.discount=1.5"], "algo.discount=1.5: expected (0, 1)"),
+    (["algo.mixing_ratio=2"], "algo.mixing_ratio=2.0: expected [0, 1]"),
+    (["reward_scale=nan"], "reward_scale=nan: expected a number"),
+    (["reward_bias=inf"], "reward_bias=inf: expected a number"),
+    (["algo.critic_lr=0"], "algo.critic_lr=0.0: expected > 0"),
+    (["algo=iql", "algo.expectile=1"], "algo.expectile=1.0: expected (0, 1)"),
+    (["encoder.strides=[2,0]"], "encoder.strides=[2, 0]: expected >= 1"),
+    (["device=gpu"], "device=gpu: expected auto | cpu | cuda | cuda:<index>"),
+    (["algo=rlpd", "algo.target_critics=11"], "algo.target_critics=11: expected at most algo.num_critics=10"),
+    (["offline_steps=0", "online_env_steps=0"], "nothing to train"),
+    (["video_size=65"], "video_size=65: expected an even number"),
+])
+def test_out_of_range_settings_are_rejected_naming_key_value_and_range(args, message):
+    with pytest.raises(ConfigError, match=None) as error:
+        train_config(*args)
+    assert message in str(error.value)
+
+
+def test_valid_extremes_and_switched_off_clips_are_accepted():
+    cfg = train_config("algo.mixing_ratio=0", "algo.mixing_ratio=null", "algo.cql_clip_diff_min=-inf",
+                       "offline_steps=0", "algo.discount=0.999")
+    assert cfg.algo.mixing_ratio is None and cfg.algo.cql_clip_diff_min == float("-inf")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("args", [["reward_scale=nan"], ["batch_size=0"], ["algo.mixing_ratio=2"]])
+def test_a_bad_setting_stops_the_program_before_a_run_directory_exists(args, tmp_path):
+    result = run_train(["task=lift_visual", *args], tmp_path / "runs")
+    assert result.returncode == 2
+    assert last_line(result.stderr).startswith("error: ") and "Traceback" not in result.stderr
+    assert not (tmp_path / "runs").exists()
+
+
+# ---------------------------------------------------------------------- run directories
+def _create_many(runs_root: str, count: int, queue) -> None:
+    queue.put([str(RunDir.create(runs_root, "task", "algo").root) for _ in range(count)])
+
+
+def test_run_directories_created_at_once_by_several_processes_are_all_distinct(tmp_path):
+    queue = multiprocessing.get_context("fork").Queue()
+    workers = [multiprocessing.get_context("fork").Process(target=_create_many, args=(str(tmp_path), 25, queue))
+               for _ in range(4)]
+    for worker in workers:
+        worker.start()
+    created = [path for _ in workers for path in queue.get(timeout=60)]
+    for worker in workers:
+        worker.join(timeout=60)
+        assert worker.exitcode == 0
+    assert len(created) == len(set(created)) == 100
+
+
+def test_a_held_lock_refuses_a_second_holder_and_names_the_first(tmp_path):
+    run = RunDir(tmp_path)
+    first = run.lock()
+    with pytest.raises(RunDirBusy, match=f"pid {os.getpid()}"):
+        run.lock()
+    first.release()
+    run.lock().release()  # free again once released
+
+
+def _save(path: Path, step: int, replay: str | None = None) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"counters": {"step": step}, "online_replay": replay}, path)
+
+
+def _load(path: Path) -> dict:
+    from calql_vision.checkpoint import load_checkpoint
+
+    return load_checkpoint(path)
+
+
+def test_resume_point_falls_back_to_the_newest_intact_step_checkpoint(tmp_path):
+    run = RunDir(tmp_path)
+    for step in (4, 8, 12):
+        _save(run.checkpoint(step), step)
+    point = find_resume_point(run, _load)  # no latest.pt: a kill before the first copy
+    assert point.path == run.checkpoint(12) and point.skipped == ["latest.pt: missing"]
+
+    run.latest.write_bytes(run.checkpoint(12).read_bytes()[:100])  # a damaged latest.pt
+    point = find_resume_point(run, _load)
+    assert point.path == run.checkpoint(12) and "unreadable" in point.skipped[0]
+
+    run.checkpoint(12).write_bytes(b"")  # damaged too; step 8 names a replay that is gone
+    _save(run.checkpoint(8), 8, replay="online_replay_8.npz")
+    point = find_resume_point(run, _load)
+    assert point.path == run.checkpoint(4)
+    assert [s.split(":")[0] for s in point.skipped] == ["latest.pt", "step_12.pt", "step_8.pt"]
+
+    _save(run.latest, 12)
+    assert find_resume_point(run, _load).path == run.latest and find_resume_point(run, _load).skipped == []
+    for path in run.checkpoints.iterdir():
+        path.unlink()
+    assert find_resume_point(run, _load) is None
+
+
+# ---------------------------------------------------------------------- the agent's part
+def test_non_finite_parts_names_the_module_and_learning_rates_follow_the_config():
+    from omegaconf import OmegaConf
+
+    from calql_vision.agents import ObsSpec, make_agent
+
+    cfg = train_config(*[a for a in TINY_TRAIN_ARGS if a.startswith(("task", "encoder", "algo"))])
+    spec = ObsSpec(("agentview_image",), (3, 48, 48), 9, 7)
+    agent = make_agent(cfg.algo, cfg.encoder, spec, torch.device("cpu"), "fp32")
+    assert agent.non_finite_parts() == []
+    with torch.no_grad():
+        next(agent.critic.parameters()).view(-1)[0] = float("nan")
+        agent.log_alpha.fill_(float("inf"))
+    assert agent.non_finite_parts() == ["critic", "log_alpha"]
+
+    state = make_agent(cfg.algo, cfg.encoder, spec, torch.device("cpu"), "fp32").state_dict()
+    faster = OmegaConf.merge(cfg.algo, {"critic_lr": 1e-5, "actor_lr": 2e-5})
+    resumed = make_agent(faster, cfg.encoder, spec, torch.device("cpu"), "fp32")
+    resumed.load_state_dict(state)  # saved with the old rates; the config's win
+    assert resumed.critic_optimizer.param_groups[0]["lr"] == 1e-5
+    assert resumed.cql_alpha_optimizer.param_groups[0]["lr"] == 1e-5
+    assert resumed.actor_optimizer.param_groups[0]["lr"] == 2e-5
+
+
+# ---------------------------------------------------------------------- the trainer, end to end
+
+@pytest.fixture(scope="module")
+def short_run(lift_demos, tmp_path_factory) -> Path:
+    runs_root = tmp_path_factory.mktemp("runs")
+    result = run_train([*TINY_TRAIN_ARGS, f"dataset={lift_demos}", "offline_steps=8", "online_env_steps=15"], runs_root)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return the_run(runs_root)
+
+
+def copy_run(run_dir: Path, tmp_path: Path) -> Path:
+    import shutil
+
+    copy = tmp_path / "run"
+    shutil.copytree(run_dir, copy)
+    return copy
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("args, expected", [
+    (["algo.critic_lr=1e8"], "non-finite td_loss=nan"),  # a diverging learning rate
+    (["reward_bias=-1e30"], "non-finite"),  # finite settings whose losses overflow
+])
+def test_divergence_stops_with_a_diagnostic_and_keeps_the_last_finite_checkpoint(args, expected, lift_demos, tmp_path):
+    result = run_train([*TINY_TRAIN_ARGS, f"dataset={lift_demos}", "offline_steps=8", "online_env_steps=15",
+                        "checkpoint_every=1", *args], tmp_path / "runs")
+    assert result.returncode == 3, result.stderr[-3000:]
+    message = last_line(result.stderr)
+    assert message.startswith("error: training diverged at update ") and expected in message
+    assert "Traceback" not in result.stderr
+    run_dir = the_run(tmp_path / "runs")
+    assert "last finite update" in message or "no update was finite" in message
+    if (run_dir / "checkpoints" / "latest.pt").exists():
+        state = torch.load(run_dir / "checkpoints" / "latest.pt", weights_only=False)
+        tensors = [t for module in state["agent"].values() if isinstance(module, dict)
+                   for t in module.values() if torch.is_tensor(t) and t.is_floating_point()]
+        assert tensors and all(bool(t.isfinite().all()) for t in tensors)
+    for path in (run_dir / "checkpoints").glob("*.pt"):
+        state = torch.load(path, weights_only=False)
+        assert all(bool(p.isfinite().all()) for p in state["agent"]["critic"].values())
+
+
+@pytest.mark.slow
+def test_a_resume_that_cannot_apply_leaves_the_run_untouched(short_run, tmp_path):
+    run_dir = copy_run(short_run, tmp_path)
+    def contents() -> dict:  # .lock only records its last holder's pid
+        return {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file() and p.name != ".lock"}
+
+    before = contents()
+    result = run_train([f"resume={run_dir}", "encoder.channels=32", "algo.cql_weight=1", "online_env_steps=30"])
+    assert result.returncode == 2
+    message = last_line(result.stderr)
+    assert message.startswith("error: ") and "encoder.channels (8 -> 32)" in message
+    assert "algo.cql_weight (5.0 -> 1.0)" in message and "online_env_steps" not in message.split("may change")[0]
+    assert contents() == before, "nothing in the run changed, config.yaml included"
+    evaluate = subprocess.run([sys.executable, "-m", "calql_vision.evaluate", f"run={run_dir}", "episodes=1",
+                               "video=false"], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert evaluate.returncode == 0, evaluate.stderr[-2000:]
+
+
+@pytest.mark.slow
+def test_a_learning_rate_override_on_resume_reaches_the_optimizers(short_run, tmp_path):
+    run_dir = copy_run(short_run, tmp_path)
+    result = run_train([f"resume={run_dir}", "online_env_steps=30", "algo.critic_lr=1e-5", "algo.actor_lr=2e-5"])
+    assert result.returncode == 0, result.stderr[-3000:]
+    agent = torch.load(run_dir / "checkpoints" / "latest.pt", weights_only=False)["agent"]
+    assert agent["critic_optimizer"]["param_groups"][0]["lr"] == 1e-5
+    assert agent["actor_optimizer"]["param_groups"][0]["lr"] == 2e-5
+    assert "critic_lr: 1.0e-05" in (run_dir / "config.yaml").read_text()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("damage", ["missing", "truncated"])
+def test_resume_falls_back_when_latest_is_missing_or_truncated_and_removes_stale_temporaries(
+        damage, short_run, tmp_path):
+    run_dir = copy_run(short_run, tmp_path)
+    latest = run_dir / "checkpoints" / "latest.pt"
+    if damage == "missing":
+        latest.unlink()
+    else:
+        latest.write_bytes(latest.read_bytes()[: latest.stat().st_size // 2])
+    stale = [run_dir / "checkpoints" / ".latest.pt.abc123.tmp", run_dir / ".online_replay_23.npz.xyz.tmp"]
+    for path in stale:
+        path.write_bytes(b"half a file")
+    result = run_train([f"resume={run_dir}", "online_env_steps=30"])
+    assert result.returncode == 0, result.stderr[-3000:]
+    newest = max(int(p.stem.removeprefix("step_")) for p in (run_dir / "checkpoints").glob("step_*.pt"))
+    why = {"missing": "latest.pt: missing", "truncated": "latest.pt: unreadable"}[damage]
+    assert f"note: resuming from {run_dir / 'checkpoints'}/step_" in result.stdout and why in result.stdout
+    assert not any(path.exists() for path in stale)
+    assert torch.load(latest, weights_only=False)["counters"]["step"] == newest
+
+
+@pytest.mark.slow
+def test_a_second_trainer_on_a_held_run_is_refused(short_run, tmp_path):
+    run_dir = copy_run(short_run, tmp_path)
+    holder = RunDir(run_dir).lock()
+    try:
+        before = (run_dir / "config.yaml").read_bytes()
+        result = run_train([f"resume={run_dir}", "online_env_steps=30"])
+    finally:
+        holder.release()
+    assert result.returncode == 2
+    assert last_line(result.stderr) == (f"error: {run_dir} is in use by another process (pid {os.getpid()}); "
+                                        "wait for it to finish or stop it first")
+    assert (run_dir / "config.yaml").read_bytes() == before
+
+
+def start_train(args: list[str]) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "calql_vision.train", *args], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def wait_for(predicate, process: subprocess.Popen, timeout: float = 300) -> None:
+    deadline = time.time() + timeout
+    while not predicate():
+        assert process.poll() is None, process.communicate()[1][-3000:]
+        assert time.time() < deadline, "timed out"
+        time.sleep(0.05)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_a_stop_signal_saves_a_checkpoint_that_resumes_to_the_uninterrupted_result(signum, lift_demos, tmp_path):
+    args = [*TINY_TRAIN_ARGS, f"dataset={lift_demos}", "offline_steps=8", "online_env_steps=30",
+            "checkpoint_every=1000", "eval_every=1000"]
+    whole = run_train(args, tmp_path / "whole")
+    assert whole.returncode == 0, whole.stderr[-3000:]
+    process = start_train([*args, f"runs_root={tmp_path / 'parts'}"])
+    # Stop during the online phase, where an episode may be cut in half.
+    wait_for(lambda: any((tmp_path / "parts").glob("lift_visual/calql/*/online_replay_*.npz"))
+             or any((tmp_path / "parts").glob("lift_visual/calql/*/calibration/*.npz")), process)
+    time.sleep(random.Random(int(signum)).uniform(0.0, 1.0))
+    process.send_signal(signum)
+    _, stderr = process.communicate(timeout=300)
+    assert process.returncode == 128 + signum, stderr[-3000:]
+    run_dir = the_run(tmp_path / "parts")
+    message = last_line(stderr)
+    assert message.startswith(f"stopped by {signal.Signals(signum).name} at update ")
+    assert f"resume={run_dir}" in message and "Traceback" not in stderr
+    resumed = run_train([f"resume={run_dir}"])
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    trials = load_kill_trials()
+    expected, got = trials.final_state(the_run(tmp_path / "whole")), trials.final_state(run_dir)
+    assert trials.differences(expected, got) == []
+
+
+@pytest.mark.slow
+def test_a_stop_before_training_begins_leaves_no_run_directory(lift_demos, tmp_path):
+    process = start_train([*TINY_TRAIN_ARGS, f"dataset={lift_demos}", f"runs_root={tmp_path / 'runs'}"])
+    wait_for(lambda: any((tmp_path / "runs").glob("lift_visual/calql/*/config.yaml")), process)
+    process.send_signal(signal.SIGINT)  # while the dataset loads or the env starts
+    _, stderr = process.communicate(timeout=300)
+    if "before training began" not in stderr:
+        pytest.skip("the setup finished before the signal arrived")  # timing: rare on a loaded machine
+    assert process.returncode == 130 and last_line(stderr) == "stopped by SIGINT before training began"
+    assert not list((tmp_path / "runs").glob("lift_visual/calql/*"))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("content", [b"", b"plain text, not HDF5\n", "truncated"])
+def test_an_unreadable_dataset_is_one_error_line_and_leaves_no_run(content, lift_demos, tmp_path):
+    bad = tmp_path / "bad.hdf5"
+    bad.write_bytes(lift_demos.read_bytes()[:200_000] if content == "truncated" else content)
+    result = run_train([*TINY_TRAIN_ARGS, f"dataset={bad}"], tmp_path / "runs")
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert last_line(result.stderr).startswith(f"error: {bad}") and "Traceback" not in result.stderr
+    assert not list((tmp_path / "runs").glob("lift_visual/calql/*"))
+
+
+@pytest.mark.slow
+def test_a_damaged_checkpoint_or_replay_is_one_error_line(short_run, tmp_path):
+    run_dir = copy_run(short_run, tmp_path)
+    for path in (run_dir / "checkpoints").glob("*.pt"):
+        path.write_bytes(b"not a checkpoint")
+    result = run_train([f"resume={run_dir}", "online_env_steps=30"])
+    assert result.returncode == 2 and "no checkpoint to resume from" in last_line(result.stderr)
+    evaluate = subprocess.run([sys.executable, "-m", "calql_vision.evaluate", f"run={run_dir}", "video=false"],
+                              cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert evaluate.returncode == 2 and last_line(evaluate.stderr).startswith("error: cannot read checkpoint")
+
+    run_dir = copy_run(short_run, tmp_path / "second")
+    (replay,) = run_dir.glob("online_replay_*.npz")
+    replay.write_bytes(replay.read_bytes()[:1000])
+    result = run_train([f"resume={run_dir}", "online_env_steps=30"])
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert last_line(result.stderr).startswith(f"error: {replay}: cannot read the online replay")
+
+
+def load_kill_trials():
+    spec = importlib.util.spec_from_file_location("kill_resume_trials", ROOT / "scripts" / "kill_resume_trials.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.slow
+def test_kill_9_at_random_moments_then_resume_equals_the_uninterrupted_run(lift_demos, tmp_path):
+    """Two trials here (scripts/kill_resume_trials.py runs as many as asked)."""
+    trials = load_kill_trials()
+    assert trials.main([f"dataset={lift_demos}", "trials=2", "seed=3", f"out={tmp_path}"]) == 0
