@@ -28,6 +28,11 @@ def atomic_file(path: str | os.PathLike) -> Iterator[BinaryIO]:
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(handle.name, path)
+    except OSError as error:
+        if error.filename is not None:
+            raise
+        # A write through the handle (a full disk) names no file: name the one being written.
+        raise OSError(error.errno, error.strerror, str(path)) from error
     finally:
         if os.path.exists(handle.name):
             os.unlink(handle.name)

@@ -1,6 +1,7 @@
 """Atomic checkpoints: state_dicts of everything, counters and RNG states, never half-written."""
 from __future__ import annotations
 
+import io
 import os
 import random
 from pathlib import Path
@@ -14,8 +15,12 @@ from calql_vision.atomic_file import atomic_file
 
 def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
     """torch.save that never leaves half a file (see atomic_file)."""
+    # Serialised in memory first: torch's writer turns a write error (a full disk) into an
+    # opaque RuntimeError, a plain file write keeps it an OSError that names the file.
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
     with atomic_file(path) as handle:
-        torch.save(obj, handle)
+        handle.write(buffer.getbuffer())
 
 
 def capture_rng_states(numpy_rng: np.random.Generator) -> dict[str, Any]:

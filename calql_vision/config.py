@@ -97,7 +97,10 @@ def _help_lines(schema: type, prefix: str = "", defaults: DictConfig | None = No
         entry = f"  {name}={default}"
         # Long defaults push the explanation onto its own line.
         pad = "\n" + " " * 34 if len(entry) >= 34 else ""
-        lines.append(entry.ljust(34) + pad + f.metadata.get("help", ""))
+        valid = f.metadata.get("valid")
+        # Choices are already in each help text; ranges are not.
+        shown = f"; valid: {valid}" if isinstance(valid, Range) else ""
+        lines.append(entry.ljust(34) + pad + f.metadata.get("help", "") + shown)
     return lines
 
 

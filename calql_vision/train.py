@@ -9,9 +9,11 @@
 """
 from __future__ import annotations
 
+import errno
 import math
 import shutil
 import sys
+import textwrap
 import time
 import zipfile
 from dataclasses import dataclass
@@ -40,9 +42,9 @@ videos/ (one evaluation episode per evaluation), calibration/ (Q against reward-
 the online replay needed by resume=<run dir>.
 
 resume=<run dir> continues from the newest intact checkpoint (latest.pt, else the newest
-step_<n>.pt). A resume may change only """ + "{RESUMABLE}" + """; any other
-setting is fixed by the run. A non-finite loss or parameter stops the run (exit code 3)
-without saving the diverged state; Ctrl-C or SIGTERM stops it with a final checkpoint.
+step_<n>.pt). {RESUMABLE}
+A non-finite loss or parameter stops the run (exit code 3) without saving the diverged
+state; Ctrl-C or SIGTERM stops it with a final checkpoint (exit code 130 or 143).
 
 Presets: preset=quick runs the whole pipeline (collection included) in minutes on a CPU."""
 
@@ -70,8 +72,12 @@ RESUMABLE = (
     "log_every", "checkpoint_every", "device", "precision", "threads",
     "algo.actor_lr", "algo.critic_lr", "algo.alpha_lr", "algo.value_lr",
 )
-DESCRIPTION = DESCRIPTION.replace("{RESUMABLE}", ", ".join(RESUMABLE))
+# Where a new run would go means nothing to a resume, which writes into the run it continues.
+RESUME_IGNORES = ("resume", "runs_root")
+DESCRIPTION = DESCRIPTION.replace("{RESUMABLE}", textwrap.fill(
+    f"A resume may change only {', '.join(RESUMABLE)}; any other setting is fixed by the run.", width=92))
 DIVERGED_EXIT_CODE = 3
+DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
 
 
 class TrainingDiverged(RuntimeError):
@@ -621,7 +627,7 @@ def _flat(config) -> dict[str, Any]:
 def check_resume_changes(saved, cfg, checkpoint: dict, run: RunDir) -> None:
     """ConfigError listing every setting a resume asks to change that a run cannot change."""
     old, new = _flat(saved), _flat(cfg)
-    changed = {k: (old.get(k), new.get(k)) for k in new if k != "resume" and old.get(k) != new.get(k)}
+    changed = {k: (old.get(k), new.get(k)) for k in new if k not in RESUME_IGNORES and old.get(k) != new.get(k)}
     fixed = [k for k in changed if k not in RESUMABLE]
     if "offline_steps" in changed and checkpoint["counters"].get("switched"):
         fixed.append("offline_steps (the run has already switched to online)")
@@ -638,6 +644,7 @@ def resume_launch(run: RunDir, overrides: list[str]) -> Launch:
     saved = load_run_config(run.root)
     cfg = load_config(TrainConfig, overrides, "calql_vision.train", DESCRIPTION, presets=PRESETS, base=saved)
     cfg.resume = str(run.root)
+    cfg.runs_root = saved.runs_root  # the run stays where it is
     lock = run.lock()
     try:
         point = find_resume_point(run, load_checkpoint)
@@ -709,6 +716,14 @@ def main(argv: list[str] | None = None) -> int:
     except TrainingDiverged as error:
         print(f"error: {error}", file=sys.stderr)
         return DIVERGED_EXIT_CODE
+    except OSError as error:
+        if error.errno not in DISK_FULL_ERRNOS:
+            raise
+        # Every file is written whole or not at all (atomic_file), so the last checkpoint stands.
+        where = error.filename or launch.run.root
+        print(f"error: cannot write {where}: {error.strerror}; the last complete checkpoint "
+              f"{launch.run.latest} is kept: free space, then resume={launch.run.root}", file=sys.stderr)
+        return 2
     except StopRequested as request:
         counters = trainer.counters
         saved = (f"checkpoint {launch.run.latest} (update {counters['step']})" if request.at_safe_point

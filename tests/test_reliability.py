@@ -372,3 +372,36 @@ def test_kill_9_at_random_moments_then_resume_equals_the_uninterrupted_run(lift_
     """Two trials here (scripts/kill_resume_trials.py runs as many as asked)."""
     trials = load_kill_trials()
     assert trials.main([f"dataset={lift_demos}", "trials=2", "seed=3", f"out={tmp_path}"]) == 0
+
+
+@pytest.mark.slow
+def test_a_full_disk_is_one_error_line_and_keeps_the_last_complete_checkpoint(lift_demos, tmp_path):
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1500k", "tmpfs", str(disk)], capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here (needs root): {mounted.stderr.decode().strip()}")
+    try:
+        result = run_train([*TINY_TRAIN_ARGS, f"dataset={lift_demos}", "offline_steps=8", "online_env_steps=15"],
+                           disk / "runs")
+        assert result.returncode == 2, result.stderr[-3000:]
+        message = last_line(result.stderr)
+        assert message.startswith("error: cannot write ") and "No space left on device" in message
+        assert "Traceback" not in result.stderr
+        assert not [p for p in disk.rglob("*") if p.name.endswith(".tmp")], "no temporary file is left"
+        run_dir = the_run(disk / "runs")
+        assert f"resume={run_dir}" in message
+        for path in (run_dir / "checkpoints").glob("*.pt"):
+            torch.load(path, weights_only=False)  # every checkpoint that exists is whole
+    finally:
+        subprocess.run(["umount", str(disk)], check=True)
+
+
+def test_the_readme_and_help_name_exactly_the_settings_a_resume_may_change():
+    from calql_vision.train import RESUMABLE
+
+    readme = (ROOT / "README.md").read_text()
+    paragraph = readme[readme.index("A resume may change only"):].split("New learning rates")[0]
+    named = {word.strip("`,.:") for word in paragraph.split() if word.startswith("`")}
+    assert named == set(RESUMABLE)
+    assert all(key in DESCRIPTION for key in RESUMABLE)
