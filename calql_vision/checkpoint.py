@@ -50,3 +50,22 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
         return torch.load(path, map_location="cpu", weights_only=False)
     except Exception as error:  # a truncated or foreign file
         raise ValueError(f"cannot read checkpoint {path}: {error}") from error
+
+
+def checkpoint_differences(expected: dict[str, Any], got: dict[str, Any]) -> list[str]:
+    """Where two checkpoints differ: "counters" and every agent tensor not bit-identical (the
+    test of a resume: stopping and continuing must change nothing)."""
+
+    def tensors(state: dict[str, Any], prefix: str = "") -> dict[str, torch.Tensor]:
+        found = {}
+        for key, value in state.items():
+            if isinstance(value, dict):
+                found.update(tensors(value, f"{prefix}{key}."))
+            elif torch.is_tensor(value):
+                found[f"{prefix}{key}"] = value
+        return found
+
+    problems = [] if expected["counters"] == got["counters"] else [f"counters {got['counters']}"]
+    want, have = tensors(expected["agent"]), tensors(got["agent"])
+    return problems + [k for k in sorted(want.keys() | have.keys())
+                       if k not in want or k not in have or not torch.equal(want[k], have[k])]

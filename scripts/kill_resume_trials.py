@@ -19,6 +19,9 @@ from pathlib import Path
 import torch
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # run as a script from anywhere
+from calql_vision.checkpoint import checkpoint_differences  # noqa: E402
+
 TINY_RUN = [
     "task=lift_visual", "task.image_size=48", "task.horizon=15",
     "encoder.channels=8", "encoder.strides=[2,2]", "encoder.feature_dim=16",
@@ -45,23 +48,7 @@ def train(args: list[str], kill_after: float | None = None) -> int:
 
 
 def final_state(run_dir: Path) -> dict:
-    checkpoint = torch.load(run_dir / "checkpoints" / "latest.pt", weights_only=False)
-
-    def tensors(state, prefix=""):
-        for key, value in state.items():
-            if isinstance(value, dict):
-                yield from tensors(value, f"{prefix}{key}.")
-            elif torch.is_tensor(value):
-                yield f"{prefix}{key}", value
-
-    return {"counters": checkpoint["counters"], "tensors": dict(tensors(checkpoint["agent"]))}
-
-
-def differences(expected: dict, got: dict) -> list[str]:
-    problems = [] if expected["counters"] == got["counters"] else [f"counters {got['counters']}"]
-    keys = expected["tensors"].keys() | got["tensors"].keys()
-    return problems + [k for k in sorted(keys) if k not in expected["tensors"] or k not in got["tensors"]
-                       or not torch.equal(expected["tensors"][k], got["tensors"][k])]
+    return torch.load(run_dir / "checkpoints" / "latest.pt", weights_only=False)
 
 
 def only_run(runs_root: Path) -> Path | None:
@@ -98,7 +85,7 @@ def main(argv: list[str]) -> int:
     failures = 0
     for i in range(trials):
         kills, run_dir = trial(dataset, out / f"trial_{i}", duration, rng)
-        problems = differences(expected, final_state(run_dir))
+        problems = checkpoint_differences(expected, final_state(run_dir))
         failures += bool(problems)
         print(f"trial {i}: {kills} kill(s), {'identical' if not problems else 'DIFFERS: ' + ', '.join(problems[:5])}",
               flush=True)
