@@ -4,20 +4,32 @@
 """
 from __future__ import annotations
 
+import fcntl
+import os
 import sys
-from typing import Any
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
 
 import numpy as np
 from tqdm import tqdm
 
 from calql_vision.config import exit_cleanly_on_sigterm, CollectConfig, ConfigError, load_config
+from datasets.robomimic_writer import OutputError, RobomimicWriter
 
 DESCRIPTION = __doc__.splitlines()[0] + """
 
 Each episode starts from reset(seed = seed + i); Gaussian action noise of std `noise` is
 added to the scripted action and clipped to [-1, 1]. `episodes` is the number of rollouts;
-with only_success=true failed rollouts are not written. The file is written under a
-temporary name and renamed when complete."""
+with only_success=true failed rollouts are not written.
+
+The file is written under a temporary name beside `out` (`.<name>.<pid>.tmp`) and moved into
+place only when complete. An existing `out` is an error unless overwrite=true; without it, a
+file that appears at `out` during the collection is kept, never replaced. While it runs, the
+collector holds an exclusive lock on `.<name>.lock` beside `out`, so a second collector for
+the same file stops at once, naming the first one's pid. A failed write (a full disk) stops
+the collection with an error naming `out`; the temporary file is removed and an existing
+`out` is left unchanged. These errors, like a bad command line, exit with status 2."""
 
 
 def record_episode(env, policy, seed: int, noise: float) -> dict[str, Any]:
@@ -65,9 +77,12 @@ def collect_demonstrations(
     only_success: bool = False,
     valid_fraction: float = 0.1,
     show_progress: bool = True,
+    overwrite: bool = False,
 ) -> dict[str, Any]:
-    """Write `episodes` scripted rollouts of `task` to `out`; returns success statistics."""
-    from datasets.robomimic_writer import RobomimicWriter
+    """Write `episodes` scripted rollouts of `task` to `out`; returns success statistics.
+
+    Raises OutputError when `out` exists (without `overwrite`), another collector is writing
+    it, or a write fails; `out` is then left as it was."""
     from envs import make_env
     from envs.scripted import make_scripted_policy
 
@@ -75,25 +90,30 @@ def collect_demonstrations(
         raise ConfigError(f"episodes must be at least 1, got {episodes}")
     if noise < 0:
         raise ConfigError(f"noise is a standard deviation and must be >= 0, got {noise}")
-    env = make_env(task, seed=seed)
-    policy = make_scripted_policy(task.scripted_policy)
-    successes, lengths = [], []
-    try:
-        with RobomimicWriter(out, env.env_args) as writer:
-            bar = tqdm(range(episodes), desc=f"collect {task.name}", unit="ep", disable=not show_progress)
-            for i in bar:
-                episode = record_episode(env, policy, seed=seed + i, noise=noise)
-                successes.append(episode["success"])
-                lengths.append(len(episode["actions"]))
-                bar.set_postfix(success=f"{sum(successes)}/{len(successes)}")
-                if episode["success"] or not only_success:
-                    writer.add_demo(**{k: v for k, v in episode.items() if k != "success"})
-            if writer.num_demos == 0:
-                raise RuntimeError(f"no successful episode in {episodes}; nothing written to {out}")
-            writer.finish(valid_fraction=valid_fraction, seed=seed)
-            kept = writer.num_demos
-    finally:
-        env.close()
+    out = Path(out)
+    with output_lock(out):
+        # Checked before the environment is built, so a wrong out= fails in a moment.
+        check_output(out, overwrite)
+        env = make_env(task, seed=seed)
+        policy = make_scripted_policy(task.scripted_policy)
+        successes, lengths = [], []
+        try:
+            with RobomimicWriter(out, env.env_args, overwrite=overwrite) as writer, tqdm(
+                range(episodes), desc=f"collect {task.name}", unit="ep", disable=not show_progress
+            ) as bar:
+                for i in bar:
+                    episode = record_episode(env, policy, seed=seed + i, noise=noise)
+                    successes.append(episode["success"])
+                    lengths.append(len(episode["actions"]))
+                    bar.set_postfix(success=f"{sum(successes)}/{len(successes)}")
+                    if episode["success"] or not only_success:
+                        writer.add_demo(**{k: v for k, v in episode.items() if k != "success"})
+                if writer.num_demos == 0:
+                    raise RuntimeError(f"no successful episode in {episodes}; nothing written to {out}")
+                writer.finish(valid_fraction=valid_fraction, seed=seed)
+                kept = writer.num_demos
+        finally:
+            env.close()
     return {
         "out": str(out),
         "episodes": episodes,
@@ -103,15 +123,80 @@ def collect_demonstrations(
     }
 
 
+def check_output(out: Path, overwrite: bool) -> None:
+    """Refuse a directory, and an existing file unless `overwrite`."""
+    if out.is_dir():
+        raise OutputError(f"out={out} is a directory; name a file")
+    if out.exists() and not overwrite:
+        raise OutputError(f"out={out} exists; pass overwrite=true to replace it")
+
+
+@contextmanager
+def output_lock(out: Path) -> Iterator[None]:
+    """Hold an exclusive lock on `.<name>.lock` beside `out` for the block.
+
+    Two collectors writing the same file would each move their own file into place and one
+    set of demos would be lost; with the lock the second one stops at once instead. The lock
+    file holds the holder's pid, for the second one's message."""
+    lock_path = out.with_name(f".{out.name}.lock")
+    fd = _acquire_lock(lock_path, out)
+    try:
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+    except OSError:
+        pass  # the pid only improves another collector's message (a full disk can refuse it)
+    try:
+        yield
+    finally:
+        # Removed while still held: a collector that opened it before now finds it replaced
+        # and tries again (see _acquire_lock) rather than locking a deleted file.
+        lock_path.unlink(missing_ok=True)
+        os.close(fd)
+
+
+def _acquire_lock(lock_path: Path, out: Path) -> int:
+    """The descriptor of `lock_path`, exclusively locked; OutputError if another process holds it."""
+    while True:
+        try:
+            out.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as error:
+            raise OutputError(f"cannot create the lock file {lock_path}: {error.strerror or error}") from error
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip()
+            os.close(fd)
+            who = f"pid {holder}" if holder.isdigit() else "another process"
+            raise OutputError(
+                f"out={out} is being written by another collector ({who}, lock {lock_path}); "
+                "wait for it to finish or choose another out="
+            ) from None
+        except OSError as error:
+            os.close(fd)
+            raise OutputError(f"cannot lock {lock_path}: {error.strerror or error}") from error
+        if _same_file(fd, lock_path):
+            return fd
+        os.close(fd)  # the previous holder removed it between our open and flock
+
+
+def _same_file(fd: int, path: Path) -> bool:
+    try:
+        return os.path.samestat(os.fstat(fd), os.stat(path))
+    except FileNotFoundError:
+        return False
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     exit_cleanly_on_sigterm()
     try:
         cfg = load_config(CollectConfig, argv, "calql_vision.collect", DESCRIPTION)
         stats = collect_demonstrations(
-            cfg.task, cfg.episodes, cfg.noise, cfg.out, cfg.seed, cfg.only_success, cfg.valid_fraction
+            cfg.task, cfg.episodes, cfg.noise, cfg.out, cfg.seed, cfg.only_success, cfg.valid_fraction,
+            overwrite=cfg.overwrite,
         )
-    except ConfigError as error:
+    except (ConfigError, OutputError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     except RuntimeError as error:

@@ -1,9 +1,13 @@
 """Scripted demonstrations, the collect program, and the robomimic layout it writes."""
 from __future__ import annotations
 
+import fcntl
 import json
+import os
+import signal
 import subprocess
 import sys
+import textwrap
 
 import h5py
 import numpy as np
@@ -135,20 +139,174 @@ def test_collect_cli_rejects_unknown_keys(tmp_path):
     assert not list(tmp_path.iterdir())
 
 
+def tiny_episode(steps: int = 2, size: int = 8, rng: np.random.Generator | None = None) -> dict:
+    """Demo arrays for the writer without an environment (random images do not compress)."""
+    shape = (steps, size, size, 3)
+    images = (rng.integers(0, 256, shape) if rng else np.zeros(shape)).astype(np.uint8)
+    return dict(
+        actions=np.zeros((steps, 7)), states=np.zeros((steps, 5)), rewards=np.zeros(steps), dones=np.zeros(steps),
+        obs={"agentview_image": images}, next_obs={"agentview_image": images}, model_file="<mujoco/>",
+    )
+
+
+ENV_ARGS = {"env_name": "Lift", "type": 1, "env_kwargs": {}}
+
+
+def write_old_file(path) -> bytes:
+    """A small valid robomimic file standing for an earlier collection; returns its bytes."""
+    from datasets.robomimic_writer import RobomimicWriter
+
+    with RobomimicWriter(path, ENV_ARGS) as writer:
+        writer.add_demo(**tiny_episode())
+        writer.finish()
+    return path.read_bytes()
+
+
+def run_collect(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "calql_vision.collect", "task=lift_visual", "task.image_size=32", *args],
+        cwd=ROOT, capture_output=True, text=True,
+    )
+
+
+def error_lines(stderr: str) -> list[str]:
+    assert "Traceback" not in stderr, stderr
+    return [line for line in stderr.splitlines() if line.startswith("error:")]
+
+
 def test_interrupted_writer_leaves_no_file(tmp_path):
     from datasets.robomimic_writer import RobomimicWriter
 
     out = tmp_path / "demos.hdf5"
-    episode = dict(
-        actions=np.zeros((2, 7)), states=np.zeros((2, 5)), rewards=np.zeros(2), dones=np.zeros(2),
-        obs={"agentview_image": np.zeros((2, 8, 8, 3), np.uint8)},
-        next_obs={"agentview_image": np.zeros((2, 8, 8, 3), np.uint8)}, model_file="<mujoco/>",
-    )
     with pytest.raises(KeyboardInterrupt):
-        with RobomimicWriter(out, {"env_name": "Lift", "type": 1, "env_kwargs": {}}) as writer:
-            writer.add_demo(**episode)
+        with RobomimicWriter(out, ENV_ARGS) as writer:
+            writer.add_demo(**tiny_episode())
             raise KeyboardInterrupt
     assert list(tmp_path.iterdir()) == []
+
+
+def test_ctrl_c_during_an_hdf5_write_waits_for_the_write(tmp_path, monkeypatch):
+    """A KeyboardInterrupt raised inside HDF5's write callback would be a failed write to HDF5
+    (which can crash the process); it must arrive after the HDF5 call instead."""
+    from datasets import robomimic_writer
+
+    out = tmp_path / "demos.hdf5"
+    write = robomimic_writer._GuardedFile.write
+    calls = []
+
+    def write_then_interrupt(self, buffer):
+        if not calls:
+            signal.raise_signal(signal.SIGINT)
+        calls.append(len(buffer))
+        return write(self, buffer)
+
+    with pytest.raises(KeyboardInterrupt):
+        with robomimic_writer.RobomimicWriter(out, ENV_ARGS) as writer:
+            monkeypatch.setattr(robomimic_writer._GuardedFile, "write", write_then_interrupt)
+            writer.add_demo(**tiny_episode())
+    assert len(calls) > 1, "the writes after the signal still ran"
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_writer_never_replaces_a_file_that_appeared_meanwhile(tmp_path):
+    from datasets.robomimic_writer import OutputError, RobomimicWriter
+
+    out = tmp_path / "demos.hdf5"
+    with RobomimicWriter(out, ENV_ARGS) as writer:
+        writer.add_demo(**tiny_episode())
+        out.write_bytes(b"another writer's file")
+        with pytest.raises(OutputError, match="appeared while it was being written"):
+            writer.finish()
+    assert out.read_bytes() == b"another writer's file"
+    assert [p.name for p in tmp_path.iterdir()] == ["demos.hdf5"], "no temporary file left"
+
+
+def test_writer_reports_a_failed_write_instead_of_crashing(tmp_path):
+    """A file-size limit makes writes fail (EFBIG) like a full disk, without root."""
+    script = textwrap.dedent(f"""
+        import numpy as np, resource, signal, sys
+        sys.path.insert(0, {str(ROOT)!r}); sys.path.insert(0, {str(ROOT / "tests")!r})
+        from datasets.robomimic_writer import OutputError, RobomimicWriter
+        from test_collect import ENV_ARGS, tiny_episode
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a failed write instead of a killed process
+        resource.setrlimit(resource.RLIMIT_FSIZE, (200_000, 200_000))
+        rng = np.random.default_rng(0)
+        try:
+            with RobomimicWriter({str(tmp_path / "demos.hdf5")!r}, ENV_ARGS) as writer:
+                for _ in range(20):
+                    writer.add_demo(**tiny_episode(steps=20, size=32, rng=rng))
+                writer.finish()
+        except OutputError as error:
+            print(error)
+    """)
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == f"writing {tmp_path / 'demos.hdf5'} failed: File too large"
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_collect_cli_refuses_an_existing_out(tmp_path):
+    out = tmp_path / "demos.hdf5"
+    old = write_old_file(out)
+    result = run_collect("episodes=1", f"out={out}")
+    assert result.returncode == 2
+    assert error_lines(result.stderr) == [f"error: out={out} exists; pass overwrite=true to replace it"]
+    assert "collect lift_visual" not in result.stderr, "refused before the environment was built"
+    assert out.read_bytes() == old
+    assert [p.name for p in tmp_path.iterdir()] == ["demos.hdf5"], "no lock or temporary file left"
+
+
+def test_collect_cli_overwrite_replaces_out(tmp_path):
+    out = tmp_path / "demos.hdf5"
+    old = write_old_file(out)
+    result = run_collect("episodes=2", "task.horizon=20", "noise=0.6", "overwrite=true", f"out={out}")
+    assert result.returncode == 0, result.stderr
+    assert out.read_bytes() != old
+    with h5py.File(out, "r") as f:
+        assert sorted(f["data"]) == ["demo_0", "demo_1"]
+        assert f["data/demo_0/obs/agentview_image"].shape == (20, 32, 32, 3)
+    assert [p.name for p in tmp_path.iterdir()] == ["demos.hdf5"], "no lock or temporary file left"
+
+
+def test_a_second_collector_stops_while_the_lock_is_held(tmp_path):
+    out = tmp_path / "demos.hdf5"
+    lock_path = tmp_path / ".demos.hdf5.lock"
+    with open(lock_path, "w") as lock:
+        lock.write(f"{os.getpid()}\n")
+        lock.flush()
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        result = run_collect("episodes=1", f"out={out}")
+    assert result.returncode == 2
+    [line] = error_lines(result.stderr)
+    assert f"out={out}" in line and f"pid {os.getpid()}" in line
+    assert [p.name for p in tmp_path.iterdir()] == [".demos.hdf5.lock"], "nothing written"
+    assert lock_path.read_text() == f"{os.getpid()}\n", "the holder's lock file is untouched"
+
+
+def test_full_disk_is_an_error_and_keeps_the_old_file(tmp_path):
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    try:
+        mount = subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", "size=300k", "tmpfs", str(disk)], capture_output=True, text=True
+        )
+    except FileNotFoundError:
+        pytest.skip("no mount command: cannot make a small file system to fill")
+    if mount.returncode != 0:
+        pytest.skip(f"mounting a 300 KB tmpfs is not permitted here (needs root): {mount.stderr.strip()}")
+    try:
+        out = disk / "demos.hdf5"
+        old = write_old_file(out)
+        # One demo of 60 steps at 32 px takes about 180 KB, so the second one cannot fit.
+        result = run_collect("episodes=6", "task.horizon=60", "noise=0.6", "overwrite=true", f"out={out}")
+        assert result.returncode == 2, result.stderr
+        assert error_lines(result.stderr) == [
+            f"error: writing {out} failed: No space left on device; the existing file is unchanged"
+        ]
+        assert out.read_bytes() == old
+        assert [p.name for p in disk.iterdir()] == ["demos.hdf5"], "no lock or temporary file left"
+    finally:
+        subprocess.run(["umount", str(disk)], check=True)
 
 
 def test_env_args_rebuild_the_environment_with_plain_robosuite(lift_demos):
