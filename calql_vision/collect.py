@@ -202,6 +202,9 @@ def main(argv: list[str] | None = None) -> int:
     except RuntimeError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:  # the temporary file is already gone (RobomimicWriter's exit)
+        print("stopped by SIGINT: no demonstrations written", file=sys.stderr)
+        return 130
     print(
         f"wrote {stats['demos_written']} demos to {stats['out']}: scripted success "
         f"{stats['success_rate']:.0%} over {stats['episodes']} episodes, mean length {stats['mean_length']:.0f} steps"

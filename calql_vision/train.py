@@ -691,6 +691,7 @@ def build(argv: list[str]) -> Launch:
 
 def main(argv: list[str] | None = None) -> int:
     from datasets import DatasetError
+    from datasets.robomimic_writer import OutputError
 
     argv = sys.argv[1:] if argv is None else argv
     stop = StopSignals().install()
@@ -707,7 +708,7 @@ def main(argv: list[str] | None = None) -> int:
         if isinstance(error, StopRequested):
             print(f"{error} before training began", file=sys.stderr)
             return error.exit_code
-        if isinstance(error, (ConfigError, FileNotFoundError, DatasetError, RunDirBusy)):
+        if isinstance(error, (ConfigError, FileNotFoundError, DatasetError, RunDirBusy, OutputError)):
             print(f"error: {error}", file=sys.stderr)
             return 2
         raise
