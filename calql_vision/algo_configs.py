@@ -123,7 +123,7 @@ class ACAConfig(SACConfig):
     prior_weight_end: float = doc(
         0.5, "w after prior_decay_steps online gradient steps (linear decay)", valid=AT_LEAST_0
     )
-    prior_decay_steps: int = doc(20_000, "online gradient steps over which w falls from start to end", valid=AT_LEAST_1)
+    prior_decay_steps: int = doc(20_000, "online gradient steps over which w falls from start to end (0 = no decay)", valid=AT_LEAST_0)
     online_init_log_alpha: float = doc(0.0, "log temperature at the switch (ACA resets alpha to 1)")
     seed_top_episodes: int = doc(
         10, "offline episodes with the highest return copied into the online buffer at the switch", valid=AT_LEAST_0

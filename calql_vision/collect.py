@@ -14,7 +14,8 @@ from typing import Any, Iterator
 import numpy as np
 from tqdm import tqdm
 
-from calql_vision.config import exit_cleanly_on_sigterm, CollectConfig, ConfigError, load_config
+from calql_vision.config import CollectConfig, ConfigError, load_config
+from calql_vision.stopping import exit_cleanly_on_sigterm
 from datasets.robomimic_writer import OutputError, RobomimicWriter
 
 DESCRIPTION = __doc__.splitlines()[0] + """

@@ -15,11 +15,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
+import yaml
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
 
 from calql_vision.algo_configs import ALGO_SCHEMAS, AlgoConfig, CalQLConfig
 from calql_vision.config_fields import AT_LEAST_0, AT_LEAST_1, OneOf, Range, doc
+from calql_vision.run_dir import RunDir
 from calql_vision.validation import config_problems
 
 CONFIG_ROOT = Path(__file__).resolve().parent.parent / "configs"
@@ -60,14 +62,6 @@ class CollectConfig:
     )
     )
     overwrite: bool = doc(False, "replace an existing `out` file (otherwise an existing file is an error)")
-
-
-def exit_cleanly_on_sigterm() -> None:
-    """Turn SIGTERM (kill, a scheduler's stop) into SystemExit, so `finally` blocks and
-    context managers remove temporary files instead of leaving them behind."""
-    import signal
-
-    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
 
 
 class ConfigError(ValueError):
@@ -144,7 +138,14 @@ def _merge(base: DictConfig, update: DictConfig, source: str) -> DictConfig:
             f"unknown config key '{key}' (from {source}); valid keys here: {_valid_keys(parent)}"
         ) from None
     except OmegaConfBaseException as error:
-        raise ConfigError(f"bad config value (from {source}): {error}") from None
+        key = getattr(error, "full_key", None)
+        where = f"{key}: " if key else ""
+        raise ConfigError(f"bad config value (from {source}): {where}{_first_line(error)}") from None
+
+
+def _first_line(error: BaseException) -> str:
+    """OmegaConf's messages go on with `full_key:`/`object_type=` lines: keep the first."""
+    return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
 
 
 def use_algo_schema(config: DictConfig, name: str) -> DictConfig:
@@ -299,7 +300,7 @@ def load_run_config(run_dir: str | os.PathLike) -> DictConfig:
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise FileNotFoundError(f"run directory {run_dir} does not exist")
-    path = run_dir / "config.yaml"
+    path = RunDir(run_dir).config
     if not path.is_file():
         raise FileNotFoundError(f"{run_dir} is not a run directory: it has no config.yaml")
     schema = OmegaConf.structured(TrainConfig)
@@ -314,8 +315,9 @@ def load_run_config(run_dir: str | os.PathLike) -> DictConfig:
                 saved.setdefault("algo", {}).setdefault(key, saved.pop(key))
         kept, dropped = _known_keys_only(saved, OmegaConf.to_container(schema))
         config = OmegaConf.merge(schema, kept)
-    except OmegaConfBaseException as error:
-        raise ConfigError(f"cannot read {path}: {error}") from None
+    except (OmegaConfBaseException, yaml.YAMLError, AttributeError, TypeError) as error:
+        # A damaged or hand-broken file (not YAML, or not a mapping of settings).
+        raise ConfigError(f"cannot read {path}: {_first_line(error)}") from None
     if dropped:
         print(f"note: {path} has keys this version does not know; ignored: {dropped}", file=sys.stderr)
     return config

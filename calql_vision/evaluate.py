@@ -16,8 +16,9 @@ from typing import Any, Optional
 from omegaconf import DictConfig
 
 from calql_vision.atomic_file import atomic_file
-from calql_vision.config import ConfigError, doc, exit_cleanly_on_sigterm, load_config, load_run_config
+from calql_vision.config import ConfigError, doc, load_config, load_run_config
 from calql_vision.run_dir import RunDir
+from calql_vision.stopping import exit_cleanly_on_sigterm
 
 DESCRIPTION = __doc__.splitlines()[0] + """
 

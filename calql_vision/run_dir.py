@@ -5,7 +5,7 @@ and the choice of the checkpoint a resume starts from.
         config.yaml                 the settings (rewritten only by a resume that validated)
         metrics.csv, tensorboard/   one row per log point
         checkpoints/step_<n>.pt     every checkpoint; latest.pt is a copy of the newest
-        online_replay_<n>.npz       the online replay of checkpoint n (older ones removed)
+        online_replay_<n>_<e>.npz   the online replay at update n after e episodes (older ones removed)
         videos/step_<n>.mp4         the first episode of each training-time evaluation
         calibration/step_<n>.npz    Q against reward-to-go (offline end, online end)
         eval/<checkpoint>-seed<s>/  written by `python -m calql_vision.evaluate`
@@ -19,7 +19,7 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 from calql_vision.atomic_file import TEMPORARY_SUFFIX
 
@@ -59,8 +59,8 @@ class RunDir:
     def checkpoint(self, step: int) -> Path:
         return self.checkpoints / f"step_{step}.pt"
 
-    def replay(self, step: int) -> Path:
-        return self.root / f"online_replay_{step}.npz"
+    def replay(self, step: int, episodes: int) -> Path:
+        return self.root / f"online_replay_{step}_{episodes}.npz"
 
     def replays(self) -> list[Path]:
         return sorted(self.root.glob("online_replay_*.npz"))
@@ -74,6 +74,9 @@ class RunDir:
 
     def calibration(self, step: int) -> Path:
         return self.calibration_dir / f"step_{step}.npz"
+
+    def calibrations(self) -> list[Path]:
+        return sorted(self.calibration_dir.glob("step_*.npz"))
 
     def evaluation(self, checkpoint_name: str, seed: int) -> Path:
         return self.root / "eval" / f"{checkpoint_name}-seed{seed}"
@@ -95,7 +98,8 @@ class RunDir:
         """Temporary files a killed trainer can leave (see atomic_file) in the folders only the
         trainer writes; eval/ is left alone, an evaluation may be running there."""
         folders = [self.root, self.checkpoints, self.calibration_dir, self.root / "videos"]
-        return [p for folder in folders if folder.is_dir() for p in folder.glob(f".*{TEMPORARY_SUFFIX}")]
+        # Video writers put the suffix before ".mp4", so match it anywhere in the name.
+        return [p for folder in folders if folder.is_dir() for p in folder.glob(f".*{TEMPORARY_SUFFIX}*")]
 
     # ------------------------------------------------------------------ creation and lock
     @classmethod
@@ -148,35 +152,43 @@ class RunLock:
 class ResumePoint:
     path: Path
     checkpoint: dict[str, Any]
-    skipped: list[str]  # "<file>: <why>" for every newer candidate that could not be used
+    skipped: list[str]  # "<file>: <why>" for every candidate passed over
 
 
-def candidate_checkpoints(run: RunDir) -> Iterator[Path]:
-    """latest.pt, then the step files from the newest."""
-    yield run.latest
-    yield from run.step_checkpoints()
+def _step_of(path: Path) -> int:
+    return int(path.stem.removeprefix("step_"))
 
 
 def find_resume_point(run: RunDir, load: Callable[[Path], dict[str, Any]]) -> ResumePoint | None:
-    """The newest checkpoint that loads and whose online replay (if it names one) exists.
+    """The newest usable checkpoint: one that loads and whose online replay (if it names one)
+    exists. latest.pt is normally it. A kill between writing step_<n>.pt and its copy leaves a
+    step file newer than latest.pt, and a damaged or missing latest.pt leaves the step files;
+    either way the newest usable step file is taken. `load` raises ValueError for a file it
+    cannot read."""
+    skipped: list[str] = []
 
-    latest.pt is normally it; a kill between writing step_<n>.pt and latest.pt, or a damaged
-    latest.pt, leaves an intact step file to fall back on. `load` raises ValueError for an
-    unreadable file."""
-    skipped = []
-    for path in candidate_checkpoints(run):
-        if not path.is_file():
-            if path == run.latest:
-                skipped.append(f"{path.name}: missing")
-            continue
+    def usable(path: Path) -> dict[str, Any] | None:
         try:
             checkpoint = load(path)
         except ValueError as error:
             skipped.append(f"{path.name}: unreadable ({str(error).split(': ')[-1][:120]})")
-            continue
+            return None
         replay = checkpoint.get("online_replay")
         if replay and not (run.root / replay).is_file():
             skipped.append(f"{path.name}: its online replay {replay} is gone")
-            continue
-        return ResumePoint(path, checkpoint, skipped)
-    return None
+            return None
+        return checkpoint
+
+    latest = usable(run.latest) if run.latest.is_file() else None
+    if not run.latest.is_file():
+        skipped.append(f"{run.latest.name}: missing")
+    newest_known = latest["counters"]["step"] if latest is not None else -1
+    for path in run.step_checkpoints():
+        if _step_of(path) <= newest_known:
+            break  # step files are newest first: nothing newer than latest.pt is left
+        checkpoint = usable(path)
+        if checkpoint is not None:
+            if latest is not None:
+                skipped.append(f"{run.latest.name}: older than {path.name}")
+            return ResumePoint(path, checkpoint, skipped)
+    return ResumePoint(run.latest, latest, skipped) if latest is not None else None

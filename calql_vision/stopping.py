@@ -9,6 +9,7 @@ an update or a checkpoint write. A second signal stops at once, without a checkp
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
 import sys
 from typing import Iterator
@@ -40,20 +41,28 @@ class StopSignals:
     def _handle(self, signum: int, frame) -> None:
         if self._deferring and self.pending is None:
             self.pending = signum
-            print(f"\n{signal.Signals(signum).name}: stopping at the next safe point with a checkpoint "
-                  "(send it again to stop at once, without one)", file=sys.stderr, flush=True)
+            # os.write, not print: the signal may have interrupted a write to sys.stderr (the
+            # progress bar), and a buffered stream refuses a reentrant call.
+            os.write(2, (f"\n{signal.Signals(signum).name}: stopping at the next safe point with a checkpoint "
+                         "(send it again to stop at once, without one)\n").encode())
             return
         raise StopRequested(signum, at_safe_point=False)
 
     @contextlib.contextmanager
     def deferred(self) -> Iterator[None]:
-        """Inside: signals wait for `check()`."""
-        self._deferring = True
+        """Inside: signals wait for `check()` (nests: the outermost block decides when it ends)."""
+        outer, self._deferring = self._deferring, True
         try:
             yield
         finally:
-            self._deferring = False
+            self._deferring = outer
 
     def check(self) -> None:
         if self.pending is not None:
             raise StopRequested(self.pending, at_safe_point=True)
+
+
+def exit_cleanly_on_sigterm() -> None:
+    """For the programs with nothing to save at a stop (collect, evaluate): SIGTERM becomes
+    SystemExit, so `finally` blocks and context managers remove their temporary files."""
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))

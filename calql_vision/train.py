@@ -208,9 +208,17 @@ class Trainer:
         self.agent = make_agent(cfg.algo, cfg.encoder, spec, self.device, cfg.precision)
         # Pretraining runs only for algorithms that pretrain, and not when init_from gives it.
         self.offline_steps = cfg.offline_steps if self.algorithm.pretrains and cfg.init_from is None else 0
-        self.counters = {"step": 0, "env_step": 0, "episodes": 0, "pending_updates": 0, "switched": False}
+        self.counters = {"step": 0, "env_step": 0, "episodes": 0, "pending_updates": 0, "switched": False,
+                         "row_owed": None}
+        self._pending_metrics: list[dict[str, float]] = []  # updates since the last metric row
+        self._update_seconds = 0.0
+        self._last_episode: dict[str, float] = {}
         if checkpoint is not None:
-            self._restore(checkpoint)
+            try:
+                self._restore(checkpoint)
+            except (KeyError, RuntimeError, ValueError) as error:
+                raise ConfigError(f"resume={run.root}: the checkpoint does not fit this run's config.yaml "
+                                  f"({' '.join(str(error).split())[:300]})") from None
         elif init_state is not None:
             try:
                 self.agent.load_state_dict(init_state)
@@ -222,9 +230,6 @@ class Trainer:
                 ) from None
         resume_step = self.counters["step"] if checkpoint else None
         self.logger = MetricsLogger(run.metrics, run.tensorboard, self.agent.METRICS, resume_step=resume_step)
-        self._pending_metrics: list[dict[str, float]] = []
-        self._update_seconds = 0.0
-        self._last_episode: dict[str, float] = {}
         self._eval_seed = calql_vision.evaluation.evaluation_seed(cfg.seed)
         self._last_finite: tuple[int, dict[str, float]] | None = None
 
@@ -293,6 +298,7 @@ class Trainer:
             self.env.close()
 
     def _run_phases(self) -> None:
+        self.finish_owed_bookkeeping()
         self._offline_phase()
         if not self.counters["switched"]:
             self.save_calibration("offline")
@@ -365,7 +371,7 @@ class Trainer:
                 self._update(self._online_batch())
                 counters["pending_updates"] -= 1
                 final = counters["env_step"] >= cfg.online_env_steps and counters["pending_updates"] == 0
-                self._after_update("online", final, bar, extra=self._last_episode)
+                self._after_update("online", final, bar)
                 self.stop.check()
 
     def _update(self, batch: dict) -> None:
@@ -404,16 +410,17 @@ class Trainer:
 
     def _divergence_advice(self) -> str:
         if self._last_finite is None:
-            last = "no update was finite"
+            last = "no update of this process was finite"
         else:
             step, metrics = self._last_finite
             keys = [k for k in metrics if "loss" in k] + [k for k in self.agent.PROGRESS.values() if k in metrics]
             last = f"last finite update {step}: " + ", ".join(f"{k}={metrics[k]:.4g}" for k in dict.fromkeys(keys))
-        saved = self.run_dir.latest
-        kept = (f"the last good checkpoint {saved} is kept" if saved.is_file()
-                else "no checkpoint had been written yet")
-        return (f"{last}; {kept}. Lower the learning rates (algo.critic_lr, algo.actor_lr) or check "
-                f"reward_scale/reward_bias, then resume={self.run_dir.root} with the new rates, or start again")
+        if self.run_dir.latest.is_file():
+            then = f"the last good checkpoint {self.run_dir.latest} is kept; resume={self.run_dir.root} with new rates"
+        else:
+            then = "no checkpoint had been written yet; start again with new rates"
+        return (f"{last}. Lower the learning rates (algo.critic_lr, algo.actor_lr) or check "
+                f"reward_scale/reward_bias: {then}")
 
     def _collect_episode(self) -> dict[str, Any]:
         from calql_vision.checkpoint import capture_rng_states, restore_rng_states
@@ -443,25 +450,44 @@ class Trainer:
         return recorder.finish(cfg.algo.discount, cfg.reward_scale, cfg.reward_bias)
 
     # ------------------------------------------------------------------ bookkeeping
-    def _after_update(self, phase: str, final: bool, bar, extra: dict[str, float] | None = None) -> None:
+    def _after_update(self, phase: str, final: bool, bar=None) -> None:
         cfg, step = self.cfg, self.counters["step"]
         evaluate = step % cfg.eval_every == 0 or final
         if step % cfg.log_every == 0 or evaluate:
-            row = {k: float(np.mean([m[k] for m in self._pending_metrics])) for k in self._pending_metrics[0]}
-            # Time inside agent.update only: evaluations and env steps do not dilute the rate.
-            row["updates_per_s"] = len(self._pending_metrics) / max(self._update_seconds, 1e-9)
-            self._pending_metrics, self._update_seconds = [], 0.0
-            if evaluate:
-                result = self.evaluate()
-                row.update(eval_success_rate=result.success_rate, eval_return=result.mean_return)
-            row.update(extra or {})
-            self.logger.log(phase, step, self.counters["env_step"], row)
+            # Owed until written: a stop inside the evaluation saves the debt with the
+            # checkpoint, and the resumed run pays it first (see finish_owed_bookkeeping).
+            self.counters["row_owed"] = {"phase": phase, "evaluate": evaluate, "final": final}
+            self._write_row(bar)
+        if step % cfg.checkpoint_every == 0 or final:
+            self.save_checkpoint(periodic=True)
+
+    def _write_row(self, bar=None) -> None:
+        owed, step = self.counters["row_owed"], self.counters["step"]
+        row = {k: float(np.mean([m[k] for m in self._pending_metrics])) for k in self._pending_metrics[0]}
+        # Time inside agent.update only: evaluations and env steps do not dilute the rate.
+        row["updates_per_s"] = len(self._pending_metrics) / max(self._update_seconds, 1e-9)
+        if owed["evaluate"]:
+            result = self.evaluate()
+            row.update(eval_success_rate=result.success_rate, eval_return=result.mean_return)
+        if owed["phase"] == "online":
+            row.update(self._last_episode)
+        self.logger.log(owed["phase"], step, self.counters["env_step"], row)
+        self._pending_metrics, self._update_seconds = [], 0.0
+        self.counters["row_owed"] = None
+        if bar is not None:
             postfix = {label: f"{row[key]:.3g}" for label, key in self.agent.PROGRESS.items() if key in row}
-            if evaluate:
+            if owed["evaluate"]:
                 postfix["success"] = f"{row['eval_success_rate']:.2f}"
             bar.set_postfix(postfix)
-        if step % cfg.checkpoint_every == 0 or final:
-            self.save_checkpoint()
+
+    def finish_owed_bookkeeping(self) -> None:
+        """A run stopped inside an evaluation resumes by doing that evaluation, its metric row
+        and its checkpoint, as the uninterrupted run did before its next update."""
+        owed = self.counters.get("row_owed")
+        if owed:
+            self._write_row()
+            if self.counters["step"] % self.cfg.checkpoint_every == 0 or owed["final"]:
+                self.save_checkpoint(periodic=True)
 
     def evaluate(self):
         """Deterministic episodes on fixed scenes; the first one saved as videos/step_<step>.mp4."""
@@ -496,29 +522,37 @@ class Trainer:
         step = self.counters["step"]
         save_calibration(self.run_dir.calibration(step), phase, step, self.counters["env_step"], **arrays)
 
-    def save_checkpoint(self) -> Path:
+    def save_checkpoint(self, periodic: bool = False) -> Path:
+        """latest.pt, and step_<n>.pt for the periodic ones. A stop's checkpoint (not periodic)
+        may come at an update that already has its step file (in a warm-up, or at the switch),
+        with more episodes behind it; a step file, once written, is never replaced."""
         from calql_vision.checkpoint import atomic_torch_save, capture_rng_states
 
-        step = self.counters["step"]
+        step, episodes = self.counters["step"], self.counters["episodes"]
         if self.agent.non_finite_parts():  # every update is checked; this guards the file itself
             raise TrainingDiverged(f"not saving a checkpoint of non-finite state at update {step}")
-        # The replay goes first under a step-stamped name; the checkpoint names the replay
-        # it belongs to, so a kill between the two writes leaves a consistent older pair.
-        replay_name = None
-        if self.counters["episodes"] > 0:
-            replay_name = self.run_dir.replay(step).name
-            self.online_replay.save(self.run_dir.replay(step))
+        # The replay goes first, named by update and episode count; the checkpoint names the
+        # replay it belongs to, so a kill between the two writes leaves a consistent older pair.
+        replay = self.run_dir.replay(step, episodes) if len(self.online_replay) > 0 else None
+        if replay is not None:
+            self.online_replay.save(replay)
         state = {
             "agent": self.agent.state_dict(),
             "counters": dict(self.counters),
             "rng": capture_rng_states(self.rng),
-            "online_replay": replay_name,
+            "online_replay": replay.name if replay is not None else None,
+            # The metrics since the last row: the first row after a resume averages the same
+            # updates, and shows the same episode, as an uninterrupted run's.
+            "log_buffer": {"pending_metrics": self._pending_metrics, "update_seconds": self._update_seconds,
+                           "last_episode": self._last_episode},
             "config": OmegaConf.to_container(self.cfg, resolve=True),
         }
-        atomic_torch_save(state, self.run_dir.checkpoint(step))
+        step_file = self.run_dir.checkpoint(step)
+        if periodic or not step_file.exists():
+            atomic_torch_save(state, step_file)
         atomic_torch_save(state, self.run_dir.latest)
         for old in self.run_dir.replays():
-            if old.name != replay_name:
+            if replay is None or old.name != replay.name:
                 old.unlink()
         return self.run_dir.latest
 
@@ -528,6 +562,10 @@ class Trainer:
         self.agent.load_state_dict(checkpoint["agent"])
         self.counters.update(checkpoint["counters"])
         restore_rng_states(checkpoint["rng"], self.rng)
+        log_buffer = checkpoint.get("log_buffer") or {}  # absent from older checkpoints
+        self._pending_metrics = list(log_buffer.get("pending_metrics", []))
+        self._update_seconds = float(log_buffer.get("update_seconds", 0.0))
+        self._last_episode = dict(log_buffer.get("last_episode", {}))
 
 
 # ---------------------------------------------------------------------- entry point
@@ -614,26 +652,30 @@ class Launch:
             shutil.rmtree(self.run.root, ignore_errors=True)
 
 
-def _flat(config) -> dict[str, Any]:
+def _flat(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{"algo": {"critic_lr": x}} -> {"algo.critic_lr": x}."""
     flat = {}
-    for key, value in OmegaConf.to_container(config, resolve=True).items():
+    for key, value in values.items():
         if isinstance(value, dict):
-            flat.update({f"{key}.{k}": v for k, v in _flat(OmegaConf.create(value)).items()})
+            flat.update(_flat(value, f"{prefix}{key}."))
         else:
-            flat[key] = value
+            flat[f"{prefix}{key}"] = value
     return flat
 
 
 def check_resume_changes(saved, cfg, checkpoint: dict, run: RunDir) -> None:
     """ConfigError listing every setting a resume asks to change that a run cannot change."""
-    old, new = _flat(saved), _flat(cfg)
-    changed = {k: (old.get(k), new.get(k)) for k in new if k not in RESUME_IGNORES and old.get(k) != new.get(k)}
-    fixed = [k for k in changed if k not in RESUMABLE]
-    if "offline_steps" in changed and checkpoint["counters"].get("switched"):
-        fixed.append("offline_steps (the run has already switched to online)")
-    if fixed:
-        shown = ", ".join(f"{k} ({changed[k.split(' ')[0]][0]} -> {changed[k.split(' ')[0]][1]})" for k in fixed)
-        raise ConfigError(f"resume={run.root}: a run cannot change {shown}; a resume may change only "
+    old = _flat(OmegaConf.to_container(saved, resolve=True))
+    new = _flat(OmegaConf.to_container(cfg, resolve=True))
+    changed = {k: (old.get(k), new[k]) for k in new if k not in RESUME_IGNORES and old.get(k) != new[k]}
+    problems = [f"{k} ({before} -> {after})" for k, (before, after) in changed.items() if k not in RESUMABLE]
+    counters = checkpoint["counters"]
+    if "offline_steps" in changed and counters.get("switched"):
+        problems.append("offline_steps (the run has already switched to online)")
+    elif "offline_steps" in changed and cfg.offline_steps < counters["step"]:
+        problems.append(f"offline_steps to {cfg.offline_steps} (the run is past it, at update {counters['step']})")
+    if problems:
+        raise ConfigError(f"resume={run.root}: a run cannot change {', '.join(problems)}; a resume may change only "
                           f"{', '.join(RESUMABLE)}. Start a new run (init_from=<run> keeps its pretraining) instead")
 
 
@@ -672,11 +714,11 @@ def new_launch(argv: list[str]) -> Launch:
         read_mask_names(cfg.dataset)  # DatasetError for a file that is not readable HDF5
     init_state = init_from_checkpoint(cfg) if cfg.init_from is not None else None
     run = RunDir.create(cfg.runs_root, cfg.task.name, cfg.algo.name)
-    launch = Launch(cfg, run, run.lock(), init_state=init_state)
     try:
+        launch = Launch(cfg, run, run.lock(), init_state=init_state)
         launch.write_config()
-    except BaseException:
-        launch.abandon()
+    except BaseException:  # a stop or a failure in between: the new directory goes
+        shutil.rmtree(run.root, ignore_errors=True)
         raise
     return launch
 
@@ -708,34 +750,41 @@ def main(argv: list[str] | None = None) -> int:
         if isinstance(error, StopRequested):
             print(f"{error} before training began", file=sys.stderr)
             return error.exit_code
-        if isinstance(error, (ConfigError, FileNotFoundError, DatasetError, RunDirBusy, OutputError)):
+        user_errors = (ConfigError, FileNotFoundError, PermissionError, DatasetError, RunDirBusy, OutputError)
+        if isinstance(error, user_errors) or getattr(error, "errno", None) in DISK_FULL_ERRNOS:
             print(f"error: {error}", file=sys.stderr)
             return 2
         raise
-    try:
-        trainer.run()
-    except TrainingDiverged as error:
-        print(f"error: {error}", file=sys.stderr)
-        return DIVERGED_EXIT_CODE
-    except OSError as error:
-        if error.errno not in DISK_FULL_ERRNOS:
-            raise
-        # Every file is written whole or not at all (atomic_file), so the last checkpoint stands.
-        where = error.filename or launch.run.root
-        print(f"error: cannot write {where}: {error.strerror}; the last complete checkpoint "
-              f"{launch.run.latest} is kept: free space, then resume={launch.run.root}", file=sys.stderr)
-        return 2
-    except StopRequested as request:
-        counters = trainer.counters
-        saved = (f"checkpoint {launch.run.latest} (update {counters['step']})" if request.at_safe_point
-                 else f"no new checkpoint (stopped at once); the last one is {launch.run.latest}")
-        print(f"{request} at update {counters['step']}, env step {counters['env_step']}: {saved}. "
-              f"Continue with: python -m calql_vision.train resume={launch.run.root}", file=sys.stderr)
-        return request.exit_code
-    finally:
-        launch.lock.release()
+    # From here a signal only asks for a stop, whatever the trainer is doing (cleanup included).
+    with stop.deferred():
+        try:
+            trainer.run()
+            stop.check()  # a stop that came during the final cleanup: the last checkpoint is saved
+        except TrainingDiverged as error:
+            print(f"error: {error}", file=sys.stderr)
+            return DIVERGED_EXIT_CODE
+        except OSError as error:
+            if error.errno not in DISK_FULL_ERRNOS:
+                raise
+            # Every file is written whole or not at all (atomic_file), so the last checkpoint stands.
+            print(f"error: cannot write {error.filename or launch.run.root}: {error.strerror}; "
+                  f"{_last_checkpoint(launch.run)}: free space, then resume={launch.run.root}", file=sys.stderr)
+            return 2
+        except StopRequested as request:
+            counters = trainer.counters
+            saved = (f"checkpoint {launch.run.latest}" if request.at_safe_point
+                     else f"stopped at once, no new checkpoint; {_last_checkpoint(launch.run)}")
+            print(f"{request} at update {counters['step']}, env step {counters['env_step']}: {saved}. "
+                  f"Continue with: python -m calql_vision.train resume={launch.run.root}", file=sys.stderr)
+            return request.exit_code
+        finally:
+            launch.lock.release()
     print(f"done: {launch.run.root}")
     return 0
+
+
+def _last_checkpoint(run: RunDir) -> str:
+    return f"the last complete checkpoint {run.latest} is kept" if run.latest.is_file() else "no checkpoint exists yet"
 
 
 if __name__ == "__main__":

@@ -78,6 +78,24 @@ def _clip_order(config: DictConfig) -> list[str]:
     return []
 
 
+def _aca_structure(config: DictConfig) -> list[str]:
+    """ACA's online critic R has num_z heads and one critic update per actor update."""
+    if _select(config, "algo.name") != "aca":
+        return []
+    problems = []
+    if _select(config, "algo.critic_updates") != 1:
+        problems.append(f"algo.critic_updates={_select(config, 'algo.critic_updates')}: expected 1 for algo=aca")
+    subset, heads = _select(config, "algo.target_critics"), _select(config, "algo.num_z")
+    if subset is not None and heads is not None and subset > heads:
+        problems.append(f"algo.target_critics={subset}: expected at most algo.num_z={heads} (ACA's online critics)")
+    return problems
+
+
+def _some_camera(config: DictConfig) -> list[str]:
+    cameras = _select(config, "task.cameras")
+    return ["task.cameras=[]: expected at least one camera"] if cameras is not None and len(cameras) == 0 else []
+
+
 def _even_video(config: DictConfig) -> list[str]:
     size = _select(config, "video_size")
     if isinstance(size, int) and size % 2:
@@ -92,5 +110,6 @@ def _device_name(config: DictConfig) -> list[str]:
     return []
 
 
-CROSS_CHECKS: list[Callable[[DictConfig], list[str]]] = [_something_to_train, _critic_subset, _clip_order, _even_video,
-                                                       _device_name]
+CROSS_CHECKS: list[Callable[[DictConfig], list[str]]] = [
+    _something_to_train, _critic_subset, _aca_structure, _some_camera, _clip_order, _even_video, _device_name,
+]

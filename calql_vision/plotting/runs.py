@@ -53,7 +53,7 @@ class Run:
         the latest one}, each present only when it exists (one file written offline fills only
         'offline'). Read once per run: the figure and the summary table both use it."""
         loaded = []
-        for path in RunDir(self.path).calibration_dir.glob("step_*.npz"):
+        for path in RunDir(self.path).calibrations():
             try:
                 with np.load(path) as data:
                     loaded.append({k: data[k] for k in data.files})
