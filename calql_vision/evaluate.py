@@ -16,7 +16,8 @@ from typing import Any, Optional
 from omegaconf import DictConfig
 
 from calql_vision.atomic_file import atomic_file
-from calql_vision.config import ConfigError, doc, load_config, load_run_config
+from calql_vision.config import ConfigError, load_config, load_run_config
+from calql_vision.config_fields import AT_LEAST_0, AT_LEAST_1, Range, doc
 from calql_vision.run_dir import RunDir
 from calql_vision.stopping import exit_cleanly_on_sigterm
 
@@ -39,15 +40,20 @@ class EvaluateConfig:
     checkpoint: Optional[str] = doc(
         None, "checkpoint file; null = <run>/checkpoints/latest.pt; a bare name (step_4000.pt) is looked up in <run>/checkpoints/"
     )
-    episodes: int = doc(10, "number of evaluation episodes")
-    seed: Optional[int] = doc(None, "scene seed of episode 0 (episode i gets seed + i); null = the run's training-time evaluation seeds")
+    episodes: int = doc(10, "number of evaluation episodes", valid=AT_LEAST_1)
+    seed: Optional[int] = doc(
+        None, "scene seed of episode 0 (episode i gets seed + i); null = the run's training-time evaluation seeds",
+        valid=AT_LEAST_0,
+    )
     video: bool = doc(True, "record videos of the first video_episodes episodes")
-    video_episodes: int = doc(3, "how many episodes (from the first) to record")
-    video_size: int = doc(256, "height of the video; frames are video_size x 2*video_size (scene | policy view); even")
+    video_episodes: int = doc(3, "how many episodes (from the first) to record", valid=AT_LEAST_0)
+    video_size: int = doc(
+        256, "height of the video; frames are video_size x 2*video_size (scene | policy view); even", valid=Range(16)
+    )
     video_camera: Optional[str] = doc(None, "camera shown in the videos; one of the task's cameras; null = the first")
-    fps: int = doc(20, "frames per second of the videos (the task's control rate is 20 Hz by default)")
+    fps: int = doc(20, "frames per second of the videos (the task's control rate is 20 Hz by default)", valid=AT_LEAST_1)
     device: str = doc("auto", "auto (CUDA when present) | cpu | cuda | cuda:<i>")
-    threads: int = doc(0, "torch CPU threads; 0 = torch's default")
+    threads: int = doc(0, "torch CPU threads; 0 = torch's default", valid=AT_LEAST_0)
 
 
 # ---------------------------------------------------------------------- statistics
@@ -158,16 +164,8 @@ def _atomic_write_json(path: Path, data: Any) -> None:
         handle.write((json.dumps(data, indent=2) + "\n").encode())
 
 
-def _check_arguments(cfg: DictConfig, run_cfg: DictConfig) -> str:
-    """Validate the numbers before anything expensive starts; returns the video camera."""
-    if cfg.episodes < 1:
-        raise ConfigError(f"episodes must be at least 1, got {cfg.episodes}")
-    if cfg.video_episodes < 0:
-        raise ConfigError(f"video_episodes must be >= 0, got {cfg.video_episodes}")
-    if cfg.video_size < 16 or cfg.video_size % 2:
-        raise ConfigError(f"video_size must be even and at least 16 (H.264 yuv420p), got {cfg.video_size}")
-    if cfg.fps < 1:
-        raise ConfigError(f"fps must be at least 1, got {cfg.fps}")
+def _video_camera(cfg: DictConfig, run_cfg: DictConfig) -> str:
+    """The video camera, checked against the run's (the numbers are checked by their ranges)."""
     cameras = list(run_cfg.task.cameras)
     camera = cfg.video_camera or cameras[0]
     # The right half of a frame is the policy's observation, which exists only for its cameras.
@@ -183,7 +181,7 @@ def evaluate_run(cfg: DictConfig) -> tuple[dict[str, Any], Path]:
     run_dir = Path(cfg.run)
     run_cfg = load_run_config(run_dir)
     checkpoint_path = resolve_checkpoint(run_dir, cfg.checkpoint)
-    camera = _check_arguments(cfg, run_cfg)
+    camera = _video_camera(cfg, run_cfg)
 
     # Heavy imports only now, so that --help and argument errors answer at once.
     import torch

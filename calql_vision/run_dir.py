@@ -40,9 +40,11 @@ class RunDir:
     def config(self) -> Path:
         return self.root / "config.yaml"
 
+    METRICS_FILE = "metrics.csv"  # what marks a folder as a run to the plot program
+
     @property
     def metrics(self) -> Path:
-        return self.root / "metrics.csv"
+        return self.root / self.METRICS_FILE
 
     @property
     def tensorboard(self) -> Path:

@@ -687,6 +687,7 @@ def resume_launch(run: RunDir, overrides: list[str]) -> Launch:
     cfg = load_config(TrainConfig, overrides, "calql_vision.train", DESCRIPTION, presets=PRESETS, base=saved)
     cfg.resume = str(run.root)
     cfg.runs_root = saved.runs_root  # the run stays where it is
+    had_lock_file = run.lock_file.exists()
     lock = run.lock()
     try:
         point = find_resume_point(run, load_checkpoint)
@@ -699,6 +700,8 @@ def resume_launch(run: RunDir, overrides: list[str]) -> Launch:
             stale.unlink(missing_ok=True)
     except BaseException:
         lock.release()
+        if not had_lock_file:  # a refused resume leaves the directory as it found it
+            run.lock_file.unlink(missing_ok=True)
         raise
     return Launch(cfg, run, lock, checkpoint=point.checkpoint)
 

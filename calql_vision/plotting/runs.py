@@ -96,7 +96,7 @@ def discover_runs(paths: Sequence[Path]) -> list[Run]:
     for root in paths:
         if not root.exists():
             raise ConfigError(f"{root}: no such file or directory")
-        found = sorted(p.parent for p in root.rglob("metrics.csv") if RunDir(p.parent).config.is_file())
+        found = sorted(p.parent for p in root.rglob(RunDir.METRICS_FILE) if RunDir(p.parent).config.is_file())
         if not found:
             raise ConfigError(f"{root}: no run directories (a folder with metrics.csv and config.yaml) under it")
         for run_dir in found:
