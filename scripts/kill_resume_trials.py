@@ -21,6 +21,7 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # run as a script from anywhere
 from calql_vision.checkpoint import checkpoint_differences  # noqa: E402
+from calql_vision.run_dir import RunDir  # noqa: E402
 
 TINY_RUN = [
     "task=lift_visual", "task.image_size=48", "task.horizon=15",
@@ -48,7 +49,7 @@ def train(args: list[str], kill_after: float | None = None) -> int:
 
 
 def final_state(run_dir: Path) -> dict:
-    return torch.load(run_dir / "checkpoints" / "latest.pt", weights_only=False)
+    return torch.load(RunDir(run_dir).latest, weights_only=False)
 
 
 def only_run(runs_root: Path) -> Path | None:
@@ -61,7 +62,7 @@ def trial(dataset: str, runs_root: Path, duration: float, rng: random.Random) ->
     kills = 0
     while True:
         run_dir = only_run(runs_root)
-        if run_dir is not None and not any((run_dir / "checkpoints").glob("*.pt")):
+        if run_dir is not None and not any(RunDir(run_dir).checkpoints.glob("*.pt")):
             shutil.rmtree(run_dir)  # killed before its first checkpoint: nothing to resume
             run_dir = None
         args = [f"resume={run_dir}"] if run_dir else [*TINY_RUN, f"dataset={dataset}", f"runs_root={runs_root}"]
