@@ -22,8 +22,7 @@ class AlgoConfig:
     name: str = doc("calql", "algorithm: " + " | ".join(["calql", "cql", "sac", "rlpd", "iql", "aca", "wsrl"]))
     discount: float = doc(
         0.99, "gamma (also used for the reward-to-go)",
-        valid=Range(0, 1, low_open=True, high_open=True,
-    )
+        valid=Range(0, 1, low_open=True, high_open=True),
     )
     tau: float = doc(0.005, "Polyak rate of the target critics and their encoder", valid=Range(0, 1, low_open=True))
     actor_lr: float = doc(1e-4, "actor learning rate", valid=POSITIVE)
@@ -38,8 +37,7 @@ class AlgoConfig:
     warmup_steps: int = doc(0, "online: first environment steps collected without updates", valid=AT_LEAST_0)
     warmup_policy: str = doc(
         "policy", "who acts during the warm-up: random (uniform actions) | policy (the agent)",
-        valid=OneOf(("random", "policy"),
-    )
+        valid=OneOf(("random", "policy")),
     )
 
 
@@ -78,13 +76,11 @@ class CalQLConfig(SACConfig):
     cql_temperature: float = doc(1.0, "temperature T of the logsumexp", valid=POSITIVE)
     cql_clip_diff_min: float = doc(
         float("-inf"), "per-sample lower clip of logsumexp - Q(s, a) (CORL: -200)",
-        valid=Range(infinite=True,
-    )
+        valid=Range(infinite=True),
     )
     cql_clip_diff_max: float = doc(
         float("inf"), "per-sample upper clip of logsumexp - Q(s, a)",
-        valid=Range(infinite=True,
-    )
+        valid=Range(infinite=True),
     )
     cql_lagrange: bool = doc(False, "tune the CQL weight alpha' to keep the gap at cql_target_gap")
     cql_target_gap: float = doc(0.8, "kappa: target CQL gap of the Lagrange variant")
@@ -97,8 +93,7 @@ class IQLConfig(AlgoConfig):
     value_lr: float = doc(3e-4, "learning rate of the V head", valid=POSITIVE)
     expectile: float = doc(
         0.7, "expectile of Q - V that V regresses to (0.5 = mean)",
-        valid=Range(0, 1, low_open=True, high_open=True,
-    )
+        valid=Range(0, 1, low_open=True, high_open=True),
     )
     temperature: float = doc(3.0, "beta: actor weights exp(beta * (Q - V))", valid=AT_LEAST_0)
     max_weight: float = doc(100.0, "upper clip of the advantage weights", valid=POSITIVE)

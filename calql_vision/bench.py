@@ -83,6 +83,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     from calql_vision.agents import ObsSpec, algorithm, make_agent
+    from calql_vision.hardware import choose_precision
     from calql_vision.replay import FrameReplay
     from calql_vision.train import resolve_device
     from encoders.factory import count_parameters
@@ -98,10 +99,11 @@ def main(argv: list[str] | None = None) -> int:
     spec = ObsSpec(tuple(image_keys), image_shape, proprio_dim, action_dim)
     agent = make_agent(cfg.algo, cfg.encoder, spec, device, cfg.precision)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
-    print(f"device: {name}; torch {torch.__version__}")
+    print(f"device: {name}; torch {torch.__version__}; precision {agent.precision} "
+          f"({choose_precision(cfg.precision, device)[1]})")
     shape = f", channels {cfg.encoder.channels}, strides {list(cfg.encoder.strides)}" if cfg.encoder.kind == "conv" else ""
     print(f"encoder: {cfg.encoder.kind} {count_parameters(agent.encoder):,} parameters{shape}; images {len(image_keys)}x{image_shape}; "
-          f"batch {cfg.batch_size}; precision {cfg.precision}")
+          f"batch {cfg.batch_size}")
     print(f"algorithm: {cfg.algo.name} ({_algo_shape(cfg.algo)})")
     # Each phase the algorithm has, with its own losses: an online update may differ (WSRL's
     # high UTD and plain SAC critic, ACA's critics on R + w c(log pi_0)).

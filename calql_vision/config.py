@@ -58,8 +58,7 @@ class CollectConfig:
     only_success: bool = doc(False, "keep only successful episodes")
     valid_fraction: float = doc(
         0.1, "fraction of demos listed in mask/valid (the rest in mask/train)",
-        valid=Range(0, 1, high_open=True,
-    )
+        valid=Range(0, 1, high_open=True),
     )
     overwrite: bool = doc(False, "replace an existing `out` file (otherwise an existing file is an error)")
 
@@ -215,8 +214,7 @@ def load_config(
 class EncoderConfig:
     kind: str = doc(
         "conv", "image encoder: conv (DrQ-style) | resnet18 (GroupNorm, random init)",
-        valid=OneOf(("conv", "resnet18"),
-    )
+        valid=OneOf(("conv", "resnet18")),
     )
     channels: int = doc(32, "conv channels per layer (conv encoder)", valid=AT_LEAST_1)
     strides: list = doc([2, 2, 1, 1], "one conv layer per entry, with this stride (conv encoder)", valid=AT_LEAST_1)
@@ -243,17 +241,15 @@ class TrainConfig:
     eval_video: bool = doc(True, "save the first episode of every evaluation as videos/step_<step>.mp4")
     video_size: int = doc(
         256, "pixel size of the scene in videos (the policy's view is shown beside it)",
-        valid=Range(16,
-    )
+        valid=Range(16),
     )
     log_every: int = doc(1_000, "gradient steps between metric rows", valid=AT_LEAST_1)
     checkpoint_every: int = doc(10_000, "gradient steps between checkpoints", valid=AT_LEAST_1)
     seed: int = doc(0, "seed of networks, sampling and environments", valid=AT_LEAST_0)
     device: str = doc("auto", "auto (CUDA when present) | cpu | cuda | cuda:<i>")
     precision: str = doc(
-        "bf16", "encoder autocast: bf16 | fp32 (losses are always fp32)",
-        valid=OneOf(("bf16", "fp32"),
-    )
+        "auto", "encoder autocast: auto (bf16 where the device computes it natively, else fp32) | bf16 | fp32 "
+        "(losses are always fp32)", valid=OneOf(("auto", "bf16", "fp32")),
     )
     threads: int = doc(0, "torch CPU threads; 0 = torch's default", valid=AT_LEAST_0)
     runs_root: str = doc("runs", "run directories go to <runs_root>/<task>/<algo>/<timestamp>")
@@ -270,7 +266,9 @@ class BenchConfig:
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
     batch_size: int = doc(256, "transitions per gradient step", valid=AT_LEAST_1)
     device: str = doc("auto", "auto | cpu | cuda")
-    precision: str = doc("bf16", "encoder autocast: bf16 | fp32", valid=OneOf(("bf16", "fp32")))
+    precision: str = doc(
+        "auto", "encoder autocast: auto (bf16 where native, else fp32) | bf16 | fp32", valid=OneOf(("auto", "bf16", "fp32"))
+    )
     threads: int = doc(0, "torch CPU threads; 0 = torch's default", valid=AT_LEAST_0)
     warmup: int = doc(3, "untimed updates first", valid=AT_LEAST_0)
     windows: int = doc(5, "timed windows; the median is reported", valid=AT_LEAST_1)

@@ -168,6 +168,10 @@ class Trainer:
         torch.manual_seed(cfg.seed)
         self.rng = np.random.default_rng(cfg.seed)
         self.device = resolve_device(cfg.device)
+        from calql_vision.hardware import choose_precision
+
+        precision, why = choose_precision(cfg.precision, self.device)
+        print(f"device: {self.device}; precision: {precision} ({why}); torch threads: {torch.get_num_threads()}")
 
         self.algorithm = algorithm(cfg.algo.name)
         self.env = make_env(cfg.task, seed=cfg.seed)

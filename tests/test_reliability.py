@@ -57,7 +57,7 @@ def last_line(stderr: str) -> str:
     (["eval_every=0"], "eval_every=0: expected >= 1"),
     (["checkpoint_every=0"], "checkpoint_every=0: expected >= 1"),
     (["eval_episodes=0"], "eval_episodes=0: expected >= 1"),
-    (["precision=fp16"], "precision=fp16: expected one of bf16 | fp32"),
+    (["precision=fp16"], "precision=fp16: expected one of auto | bf16 | fp32"),
     (["seed=-1"], "seed=-1: expected >= 0"),
     (["algo.discount=1.5"], "algo.discount=1.5: expected (0, 1)"),
     (["algo.mixing_ratio=2"], "algo.mixing_ratio=2.0: expected [0, 1]"),

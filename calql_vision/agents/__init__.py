@@ -46,6 +46,10 @@ def algorithm(name: str) -> Algorithm:
 
 
 def make_agent(algo_cfg: Any, encoder_cfg: Any, spec: ObsSpec, device: torch.device, precision: str) -> PixelAgent:
+    """`precision` bf16 | fp32, or auto: bf16 where the device computes it natively."""
+    from calql_vision.hardware import choose_precision
+
+    precision, _ = choose_precision(precision, device)
     return algorithm(algo_cfg.name).agent_class(algo_cfg, encoder_cfg, spec, device, precision)
 
 
