@@ -4,7 +4,8 @@ the result equals one uninterrupted run's (agent tensors and counters, bit for b
     ./run.sh python scripts/kill_resume_trials.py dataset=<demos.hdf5> [trials=20] [seed=0] [out=/tmp/kill_trials]
 
 Checkpoints are written after every update, so many kills land inside a checkpoint or replay
-write. A kill before the first checkpoint leaves nothing to resume: that run starts again.
+write. A kill before the first checkpoint leaves nothing to resume: that run starts again, as
+does a first run that finished before its kill (every trial has at least one kill).
 """
 from __future__ import annotations
 
@@ -58,19 +59,21 @@ def only_run(runs_root: Path) -> Path | None:
 
 
 def trial(dataset: str, runs_root: Path, duration: float, rng: random.Random) -> tuple[int, Path]:
-    """Kill runs and resumes at random moments until one finishes; returns (kills, run dir)."""
+    """Kill runs and resumes at random moments until one finishes; returns (kills, run dir).
+    A first run that finishes before its kill is started again: every trial has a kill."""
     kills = 0
     while True:
         run_dir = only_run(runs_root)
-        if run_dir is not None and not any(RunDir(run_dir).checkpoints.glob("*.pt")):
-            shutil.rmtree(run_dir)  # killed before its first checkpoint: nothing to resume
+        if run_dir is not None and (kills == 0 or not any(RunDir(run_dir).checkpoints.glob("*.pt"))):
+            shutil.rmtree(run_dir)  # unkilled, or killed before its first checkpoint: start again
             run_dir = None
         args = [f"resume={run_dir}"] if run_dir else [*TINY_RUN, f"dataset={dataset}", f"runs_root={runs_root}"]
         # Two kills at most, then let it finish: every trial ends.
         kill_after = rng.uniform(1.0, duration) if kills < 2 else None
-        if train(args, kill_after) == 0:
+        if train(args, kill_after) != 0:
+            kills += 1
+        elif kills > 0:
             return kills, only_run(runs_root)
-        kills += 1
 
 
 def main(argv: list[str]) -> int:
