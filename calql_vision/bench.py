@@ -19,7 +19,8 @@ DESCRIPTION = __doc__.split("\n\n")[0] + """
 
 Updates are timed on a synthetic batch of the task's image and action shapes (no dataset
 needed), for each phase the algorithm has (offline, then online after its switch):
-`warmup` untimed updates, then the median of `windows` windows of `window_updates` updates."""
+`warmup` untimed updates, then the median of `windows` windows of `window_updates` updates.
+The first phase is timed again in the other precision (bf16 / fp32) beside the chosen one."""
 
 
 def synthetic_batch(image_keys, image_shape, proprio_dim, action_dim, batch_size, device) -> dict:
@@ -108,13 +109,28 @@ def main(argv: list[str] | None = None) -> int:
     # Each phase the algorithm has, with its own losses: an online update may differ (WSRL's
     # high UTD and plain SAC critic, ACA's critics on R + w c(log pi_0)).
     phases = (["offline"] if algorithm(cfg.algo.name).pretrains else []) + ["online"]
+    def batch_for(learner) -> dict:  # an online update may take several slices (critic_updates)
+        rows = cfg.batch_size * learner.batch_slices
+        return synthetic_batch(image_keys, image_shape, proprio_dim, action_dim, rows, device)
+
+    chosen_rate = None
     for phase in phases:
         if phase == "online":
             agent.on_online_start()
-        batch = synthetic_batch(image_keys, image_shape, proprio_dim, action_dim, cfg.batch_size * agent.batch_slices, device)
-        rates = time_updates(agent, batch, cfg.warmup, cfg.windows, cfg.window_updates, device)
+        rates = time_updates(agent, batch_for(agent), cfg.warmup, cfg.windows, cfg.window_updates, device)
+        chosen_rate = chosen_rate or statistics.median(rates)
         print(f"gradient updates/s, {phase}: {statistics.median(rates):.2f} (median of {cfg.windows} windows; "
               f"min {min(rates):.2f}, max {max(rates):.2f}; one update = {agent.batch_slices} critic and 1 actor update)")
+    if cfg.compare_precision:
+        # The same first phase in the other precision, so the choice can be checked in one run.
+        other = "fp32" if agent.precision == "bf16" else "bf16"
+        rival = make_agent(cfg.algo, cfg.encoder, spec, device, other)
+        if phases[0] == "online":
+            rival.on_online_start()
+        rival_rate = statistics.median(time_updates(rival, batch_for(rival), cfg.warmup, cfg.windows,
+                                                    cfg.window_updates, device))
+        print(f"gradient updates/s, {phases[0]}, precision {other} for comparison: {rival_rate:.2f} "
+              f"(the chosen {agent.precision} runs {chosen_rate / rival_rate:.2f}x that)")
 
     env = make_env(task, seed=0)
     env.reset(seed=0)

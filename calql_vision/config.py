@@ -274,6 +274,7 @@ class BenchConfig:
     windows: int = doc(5, "timed windows; the median is reported", valid=AT_LEAST_1)
     window_updates: int = doc(5, "updates per timed window", valid=AT_LEAST_1)
     env_steps: int = doc(100, "environment steps timed (with rendering)", valid=AT_LEAST_1)
+    compare_precision: bool = doc(True, "also time the first phase in the other precision (bf16 / fp32), side by side")
 
 
 # ---------------------------------------------------------------------- run directories
