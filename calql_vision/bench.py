@@ -98,10 +98,10 @@ def main(argv: list[str] | None = None) -> int:
     image_shape = (3, task.image_size, task.image_size)
     proprio_dim, action_dim = 9, 7
     spec = ObsSpec(tuple(image_keys), image_shape, proprio_dim, action_dim)
-    agent = make_agent(cfg.algo, cfg.encoder, spec, device, cfg.precision)
+    precision, why = choose_precision(cfg.precision, device)
+    agent = make_agent(cfg.algo, cfg.encoder, spec, device, precision)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
-    print(f"device: {name}; torch {torch.__version__}; precision {agent.precision} "
-          f"({choose_precision(cfg.precision, device)[1]})")
+    print(f"device: {name}; torch {torch.__version__}; precision {precision} ({why})")
     shape = f", channels {cfg.encoder.channels}, strides {list(cfg.encoder.strides)}" if cfg.encoder.kind == "conv" else ""
     print(f"encoder: {cfg.encoder.kind} {count_parameters(agent.encoder):,} parameters{shape}; images {len(image_keys)}x{image_shape}; "
           f"batch {cfg.batch_size}")

@@ -4,7 +4,6 @@
 """
 from __future__ import annotations
 
-import fcntl
 import os
 import sys
 from contextlib import contextmanager
@@ -15,6 +14,7 @@ import numpy as np
 from tqdm import tqdm
 
 from calql_vision.config import CollectConfig, ConfigError, load_config
+from calql_vision.file_lock import LockHeld, lock_exclusively
 from calql_vision.stopping import exit_cleanly_on_sigterm
 from datasets.robomimic_writer import OutputError, RobomimicWriter
 
@@ -137,55 +137,25 @@ def output_lock(out: Path) -> Iterator[None]:
     """Hold an exclusive lock on `.<name>.lock` beside `out` for the block.
 
     Two collectors writing the same file would each move their own file into place and one
-    set of demos would be lost; with the lock the second one stops at once instead. The lock
-    file holds the holder's pid, for the second one's message."""
+    set of demos would be lost; with the lock the second one stops at once instead."""
     lock_path = out.with_name(f".{out.name}.lock")
-    fd = _acquire_lock(lock_path, out)
     try:
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()}\n".encode())
-    except OSError:
-        pass  # the pid only improves another collector's message (a full disk can refuse it)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        fd = lock_exclusively(lock_path)
+    except LockHeld as held:
+        raise OutputError(
+            f"out={out} is being written by another collector ({held.holder}, lock {lock_path}); "
+            "wait for it to finish or choose another out="
+        ) from None
+    except OSError as error:
+        raise OutputError(f"cannot create or lock the lock file {lock_path}: {error.strerror or error}") from error
     try:
         yield
     finally:
         # Removed while still held: a collector that opened it before now finds it replaced
-        # and tries again (see _acquire_lock) rather than locking a deleted file.
+        # and tries again (see lock_exclusively) rather than locking a deleted file.
         lock_path.unlink(missing_ok=True)
         os.close(fd)
-
-
-def _acquire_lock(lock_path: Path, out: Path) -> int:
-    """The descriptor of `lock_path`, exclusively locked; OutputError if another process holds it."""
-    while True:
-        try:
-            out.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
-        except OSError as error:
-            raise OutputError(f"cannot create the lock file {lock_path}: {error.strerror or error}") from error
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(fd, 32, 0).decode(errors="replace").strip()
-            os.close(fd)
-            who = f"pid {holder}" if holder.isdigit() else "another process"
-            raise OutputError(
-                f"out={out} is being written by another collector ({who}, lock {lock_path}); "
-                "wait for it to finish or choose another out="
-            ) from None
-        except OSError as error:
-            os.close(fd)
-            raise OutputError(f"cannot lock {lock_path}: {error.strerror or error}") from error
-        if _same_file(fd, lock_path):
-            return fd
-        os.close(fd)  # the previous holder removed it between our open and flock
-
-
-def _same_file(fd: int, path: Path) -> bool:
-    try:
-        return os.path.samestat(os.fstat(fd), os.stat(path))
-    except FileNotFoundError:
-        return False
 
 
 def main(argv: list[str] | None = None) -> int:

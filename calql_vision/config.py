@@ -28,6 +28,8 @@ CONFIG_ROOT = Path(__file__).resolve().parent.parent / "configs"
 # Group files loaded when the command line names none, so the files stay the single source
 # of each group's values (the schema defaults only give types and help).
 DEFAULT_GROUPS = {"task": "lift_visual", "algo": "calql", "encoder": "conv"}
+# precision=auto resolves to bf16 or fp32 by the hardware (calql_vision/hardware.py).
+PRECISIONS = OneOf(("auto", "bf16", "fp32"))
 
 
 @dataclass
@@ -249,7 +251,7 @@ class TrainConfig:
     device: str = doc("auto", "auto (CUDA when present) | cpu | cuda | cuda:<i>")
     precision: str = doc(
         "auto", "encoder autocast: auto (bf16 where the device computes it natively, else fp32) | bf16 | fp32 "
-        "(losses are always fp32)", valid=OneOf(("auto", "bf16", "fp32")),
+        "(losses are always fp32)", valid=PRECISIONS,
     )
     threads: int = doc(0, "torch CPU threads; 0 = torch's default", valid=AT_LEAST_0)
     runs_root: str = doc("runs", "run directories go to <runs_root>/<task>/<algo>/<timestamp>")
@@ -266,9 +268,7 @@ class BenchConfig:
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
     batch_size: int = doc(256, "transitions per gradient step", valid=AT_LEAST_1)
     device: str = doc("auto", "auto | cpu | cuda")
-    precision: str = doc(
-        "auto", "encoder autocast: auto (bf16 where native, else fp32) | bf16 | fp32", valid=OneOf(("auto", "bf16", "fp32"))
-    )
+    precision: str = doc("auto", "encoder autocast: auto (bf16 where native, else fp32) | bf16 | fp32", valid=PRECISIONS)
     threads: int = doc(0, "torch CPU threads; 0 = torch's default", valid=AT_LEAST_0)
     warmup: int = doc(3, "untimed updates first", valid=AT_LEAST_0)
     windows: int = doc(5, "timed windows; the median is reported", valid=AT_LEAST_1)

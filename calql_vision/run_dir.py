@@ -13,8 +13,6 @@ and the choice of the checkpoint a resume starts from.
 """
 from __future__ import annotations
 
-import errno
-import fcntl
 import os
 import time
 from dataclasses import dataclass
@@ -22,6 +20,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from calql_vision.atomic_file import TEMPORARY_SUFFIX
+from calql_vision.file_lock import LockHeld, lock_exclusively
 
 
 class RunDirBusy(RuntimeError):
@@ -87,14 +86,14 @@ class RunDir:
     def lock_file(self) -> Path:
         return self.root / ".lock"
 
-    def step_checkpoints(self) -> list[Path]:
-        """checkpoints/step_<n>.pt, newest (highest n) first."""
+    def step_checkpoints(self) -> list[tuple[int, Path]]:
+        """(n, checkpoints/step_<n>.pt), newest (highest n) first."""
         found = []
         for path in self.checkpoints.glob("step_*.pt"):
             step = path.stem.removeprefix("step_")
             if step.isdigit():
                 found.append((int(step), path))
-        return [path for _, path in sorted(found, reverse=True)]
+        return sorted(found, reverse=True)
 
     def trainer_temporaries(self) -> list[Path]:
         """Temporary files a killed trainer can leave (see atomic_file) in the folders only the
@@ -125,23 +124,15 @@ class RunDir:
 
 
 class RunLock:
-    """An exclusive, non-blocking flock on <run>/.lock, held while the process lives (the
-    kernel releases it when the process dies, even by kill -9, so a stale lock never blocks)."""
+    """The trainer's exclusive lock on <run>/.lock, held while the process lives (see file_lock)."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
-            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as error:
-            holder = os.pread(self._fd, 32, 0).decode(errors="replace").strip() or "unknown"
-            os.close(self._fd)
-            if error.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-                raise RunDirBusy(f"{path.parent} is in use by another process (pid {holder}); "
-                                 "wait for it to finish or stop it first") from None
-            raise
-        os.ftruncate(self._fd, 0)
-        os.pwrite(self._fd, f"{os.getpid()}\n".encode(), 0)
+            self._fd: int | None = lock_exclusively(path)
+        except LockHeld as held:
+            raise RunDirBusy(f"{path.parent} is in use by another process ({held.holder}); "
+                             "wait for it to finish or stop it first") from None
 
     def release(self) -> None:
         if self._fd is not None:
@@ -155,10 +146,6 @@ class ResumePoint:
     path: Path
     checkpoint: dict[str, Any]
     skipped: list[str]  # "<file>: <why>" for every candidate passed over
-
-
-def _step_of(path: Path) -> int:
-    return int(path.stem.removeprefix("step_"))
 
 
 def find_resume_point(run: RunDir, load: Callable[[Path], dict[str, Any]]) -> ResumePoint | None:
@@ -185,8 +172,8 @@ def find_resume_point(run: RunDir, load: Callable[[Path], dict[str, Any]]) -> Re
     if not run.latest.is_file():
         skipped.append(f"{run.latest.name}: missing")
     newest_known = latest["counters"]["step"] if latest is not None else -1
-    for path in run.step_checkpoints():
-        if _step_of(path) <= newest_known:
+    for step, path in run.step_checkpoints():
+        if step <= newest_known:
             break  # step files are newest first: nothing newer than latest.pt is left
         checkpoint = usable(path)
         if checkpoint is not None:

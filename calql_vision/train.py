@@ -116,13 +116,12 @@ def prepare_dataset(cfg) -> Path:
     return path
 
 
-def dataset_filter_key(path: Path, filter_key: str | None) -> str | None:
-    """Use the filter key when the file has masks at all; files without masks train on everything."""
-    from datasets import read_mask_names
-
+def dataset_filter_key(path: Path, masks: dict[str, int] | None, filter_key: str | None) -> str | None:
+    """Use the filter key when the file has masks at all (`masks`: read_mask_names(path));
+    files without masks train on everything."""
     if filter_key is None:
         return None
-    if read_mask_names(path) is None:
+    if masks is None:
         print(f"note: {path} has no mask group; training on all demos (filter_key={filter_key} ignored)")
         return None
     return filter_key
@@ -155,9 +154,10 @@ class Trainer:
         import calql_vision.evaluation
         import calql_vision.video  # noqa: F401
         from calql_vision.agents import algorithm, make_agent
+        from calql_vision.hardware import choose_precision
         from calql_vision.metrics import MetricsLogger
         from calql_vision.replay import FrameReplay
-        from datasets import load_robomimic_hdf5
+        from datasets import load_robomimic_hdf5, read_mask_names
         from envs import make_env
 
         self.cfg = cfg
@@ -168,10 +168,9 @@ class Trainer:
         torch.manual_seed(cfg.seed)
         self.rng = np.random.default_rng(cfg.seed)
         self.device = resolve_device(cfg.device)
-        from calql_vision.hardware import choose_precision
-
-        precision, why = choose_precision(cfg.precision, self.device)
-        print(f"device: {self.device}; precision: {precision} ({why}); torch threads: {torch.get_num_threads()}")
+        # Chosen once, here: the agent gets bf16 or fp32, and the log says why.
+        self.precision, why = choose_precision(cfg.precision, self.device)
+        print(f"device: {self.device}; precision: {self.precision} ({why}); torch threads: {torch.get_num_threads()}")
 
         self.algorithm = algorithm(cfg.algo.name)
         self.env = make_env(cfg.task, seed=cfg.seed)
@@ -180,6 +179,7 @@ class Trainer:
             print(f"note: algo={cfg.algo.name} learns from online data only; dataset={cfg.dataset} is not read")
         if self.algorithm.uses_dataset:
             dataset_path = prepare_dataset(cfg)
+            masks = read_mask_names(dataset_path)
             self.dataset = load_robomimic_hdf5(
                 dataset_path,
                 image_keys=list(self.env.image_keys),
@@ -187,12 +187,12 @@ class Trainer:
                 gamma=cfg.algo.discount,
                 reward_scale=cfg.reward_scale,
                 reward_bias=cfg.reward_bias,
-                filter_key=dataset_filter_key(dataset_path, cfg.filter_key),
+                filter_key=dataset_filter_key(dataset_path, masks, cfg.filter_key),
                 max_demos=cfg.max_demos,
             )
             check_dataset_matches_env(self.dataset, self.env, dataset_path)
             self.offline_replay = FrameReplay.from_dataset(self.dataset)
-            self.heldout_replay = self._load_heldout(dataset_path)
+            self.heldout_replay = self._load_heldout(dataset_path, masks)
         # Chosen once: they size the online buffer now and are copied into it at the switch.
         self.seed_episodes = self._top_offline_episodes()
         spec = self._obs_spec()
@@ -209,7 +209,7 @@ class Trainer:
             capacity = 2 * (cfg.online_env_steps + cfg.task.horizon) + sum(len(t) + 1 for t in self.seed_episodes)
             self.online_replay = FrameReplay(capacity, image_shapes, spec.proprio_dim, spec.action_dim)
 
-        self.agent = make_agent(cfg.algo, cfg.encoder, spec, self.device, cfg.precision)
+        self.agent = make_agent(cfg.algo, cfg.encoder, spec, self.device, self.precision)
         # Pretraining runs only for algorithms that pretrain, and not when init_from gives it.
         self.offline_steps = cfg.offline_steps if self.algorithm.pretrains and cfg.init_from is None else 0
         self.counters = {"step": 0, "env_step": 0, "episodes": 0, "pending_updates": 0, "switched": False,
@@ -272,12 +272,12 @@ class Trainer:
                    ("actions", "rewards", "terminals", "truncations", "reward_to_go")},
             )
 
-    def _load_heldout(self, dataset_path: Path):
+    def _load_heldout(self, dataset_path: Path, masks: dict[str, int] | None):
         """The dataset's `valid` demos, never trained on, for the calibration snapshots."""
         from calql_vision.replay import FrameReplay
-        from datasets import load_robomimic_hdf5, read_mask_names
+        from datasets import load_robomimic_hdf5
 
-        if (read_mask_names(dataset_path) or {}).get("valid", 0) == 0 or self.cfg.filter_key == "valid":
+        if (masks or {}).get("valid", 0) == 0 or self.cfg.filter_key == "valid":
             return None
         heldout = load_robomimic_hdf5(
             dataset_path, image_keys=list(self.env.image_keys), proprio_keys=list(self.cfg.task.proprio_keys),
@@ -462,7 +462,10 @@ class Trainer:
             # checkpoint, and the resumed run pays it first (see finish_owed_bookkeeping).
             self.counters["row_owed"] = {"phase": phase, "evaluate": evaluate, "final": final}
             self._write_row(bar)
-        if step % cfg.checkpoint_every == 0 or final:
+        self._checkpoint_if_due(final)
+
+    def _checkpoint_if_due(self, final: bool) -> None:
+        if self.counters["step"] % self.cfg.checkpoint_every == 0 or final:
             self.save_checkpoint(periodic=True)
 
     def _write_row(self, bar=None) -> None:
@@ -490,8 +493,7 @@ class Trainer:
         owed = self.counters.get("row_owed")
         if owed:
             self._write_row()
-            if self.counters["step"] % self.cfg.checkpoint_every == 0 or owed["final"]:
-                self.save_checkpoint(periodic=True)
+            self._checkpoint_if_due(owed["final"])
 
     def evaluate(self):
         """Deterministic episodes on fixed scenes; the first one saved as videos/step_<step>.mp4."""
@@ -526,15 +528,14 @@ class Trainer:
         step = self.counters["step"]
         save_calibration(self.run_dir.calibration(step), phase, step, self.counters["env_step"], **arrays)
 
-    def save_checkpoint(self, periodic: bool = False) -> Path:
+    def save_checkpoint(self, periodic: bool = False) -> None:
         """latest.pt, and step_<n>.pt for the periodic ones. A stop's checkpoint (not periodic)
         may come at an update that already has its step file (in a warm-up, or at the switch),
         with more episodes behind it; a step file, once written, is never replaced."""
         from calql_vision.checkpoint import atomic_torch_save, capture_rng_states
 
+        # The state is finite here: only updates change it, and _update checks every one.
         step, episodes = self.counters["step"], self.counters["episodes"]
-        if self.agent.non_finite_parts():  # every update is checked; this guards the file itself
-            raise TrainingDiverged(f"not saving a checkpoint of non-finite state at update {step}")
         # The replay goes first, named by update and episode count; the checkpoint names the
         # replay it belongs to, so a kill between the two writes leaves a consistent older pair.
         replay = self.run_dir.replay(step, episodes) if len(self.online_replay) > 0 else None
@@ -558,7 +559,6 @@ class Trainer:
         for old in self.run_dir.replays():
             if replay is None or old.name != replay.name:
                 old.unlink()
-        return self.run_dir.latest
 
     def _restore(self, checkpoint: dict) -> None:
         from calql_vision.checkpoint import restore_rng_states
