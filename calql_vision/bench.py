@@ -84,14 +84,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     from calql_vision.agents import ObsSpec, algorithm, make_agent
-    from calql_vision.hardware import choose_precision
+    from calql_vision.hardware import choose_precision, choose_threads
     from calql_vision.replay import FrameReplay
     from calql_vision.train import resolve_device
     from encoders.factory import count_parameters
     from envs import make_env
 
-    if cfg.threads > 0:
-        torch.set_num_threads(cfg.threads)
+    threads, threads_why = choose_threads(cfg.threads)
+    torch.set_num_threads(threads)
     device = resolve_device(cfg.device)
     task = cfg.task
     image_keys = [f"{camera}_image" for camera in task.cameras]
@@ -101,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     precision, why = choose_precision(cfg.precision, device)
     agent = make_agent(cfg.algo, cfg.encoder, spec, device, precision)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
-    print(f"device: {name}; torch {torch.__version__}; precision {precision} ({why})")
+    print(f"device: {name}; torch {torch.__version__}; precision {precision} ({why}); torch threads {threads} ({threads_why})")
     shape = f", channels {cfg.encoder.channels}, strides {list(cfg.encoder.strides)}" if cfg.encoder.kind == "conv" else ""
     print(f"encoder: {cfg.encoder.kind} {count_parameters(agent.encoder):,} parameters{shape}; images {len(image_keys)}x{image_shape}; "
           f"batch {cfg.batch_size}")

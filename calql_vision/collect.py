@@ -33,42 +33,6 @@ the collection with an error naming `out`; the temporary file is removed and an 
 `out` is left unchanged. These errors, like a bad command line, exit with status 2."""
 
 
-def record_episode(env, policy, seed: int, noise: float) -> dict[str, Any]:
-    """One scripted episode, as robomimic demo arrays (images HWC, upright)."""
-    from envs.scripted import noisy
-
-    rng = np.random.default_rng([seed, 1])  # noise stream independent of the scene seed
-    obs, info = env.reset(seed=seed)
-    policy.reset(env, info)
-    frames = {key: [obs[key].transpose(1, 2, 0)] for key in env.image_keys}
-    low_dim = {key: [value] for key, value in info["low_dim"].items()}
-    actions, states, rewards, dones = [], [], [], []
-    while True:
-        states.append(env.get_state())
-        action = noisy(policy.act(info), noise, rng)
-        obs, reward, terminated, truncated, info = env.step(action)
-        actions.append(action)
-        rewards.append(reward)
-        dones.append(int(terminated))
-        for key in env.image_keys:
-            frames[key].append(obs[key].transpose(1, 2, 0))
-        for key, value in info["low_dim"].items():
-            low_dim[key].append(value)
-        if terminated or truncated:
-            break
-    sequences = {**{k: np.stack(v) for k, v in frames.items()}, **{k: np.stack(v) for k, v in low_dim.items()}}
-    return {
-        "actions": np.stack(actions),
-        "states": np.stack(states),
-        "rewards": np.array(rewards),
-        "dones": np.array(dones),
-        "obs": {k: v[:-1] for k, v in sequences.items()},
-        "next_obs": {k: v[1:] for k, v in sequences.items()},
-        "model_file": env.model_xml(),
-        "success": bool(terminated),
-    }
-
-
 def collect_demonstrations(
     task,
     episodes: int,
@@ -79,13 +43,16 @@ def collect_demonstrations(
     valid_fraction: float = 0.1,
     show_progress: bool = True,
     overwrite: bool = False,
+    num_envs: int = 1,
 ) -> dict[str, Any]:
     """Write `episodes` scripted rollouts of `task` to `out`; returns success statistics.
 
-    Raises OutputError when `out` exists (without `overwrite`), another collector is writing
-    it, or a write fails; `out` is then left as it was."""
-    from envs import make_env
+    Episodes run in `num_envs` environment processes at once and are written in seed order,
+    so the file does not depend on `num_envs`. Raises OutputError when `out` exists (without
+    `overwrite`), another collector is writing it, or a write fails; `out` is then left as
+    it was."""
     from envs.scripted import make_scripted_policy
+    from envs.vector import EnvWorkers
 
     if episodes < 1:
         raise ConfigError(f"episodes must be at least 1, got {episodes}")
@@ -95,15 +62,16 @@ def collect_demonstrations(
     with output_lock(out):
         # Checked before the environment is built, so a wrong out= fails in a moment.
         check_output(out, overwrite)
-        env = make_env(task, seed=seed)
-        policy = make_scripted_policy(task.scripted_policy)
+        make_scripted_policy(task.scripted_policy)  # an unknown name fails here, not in a worker
+        workers = EnvWorkers(task, num_envs, seed=seed)
         successes, lengths = [], []
         try:
-            with RobomimicWriter(out, env.env_args, overwrite=overwrite) as writer, tqdm(
-                range(episodes), desc=f"collect {task.name}", unit="ep", disable=not show_progress
+            with RobomimicWriter(out, workers.env_args, overwrite=overwrite) as writer, tqdm(
+                total=episodes, desc=f"collect {task.name}", unit="ep", disable=not show_progress
             ) as bar:
-                for i in bar:
-                    episode = record_episode(env, policy, seed=seed + i, noise=noise)
+                seeds = [seed + i for i in range(episodes)]
+                for _, episode in workers.scripted_episodes(seeds, noise, task.scripted_policy):
+                    bar.update(1)
                     successes.append(episode["success"])
                     lengths.append(len(episode["actions"]))
                     bar.set_postfix(success=f"{sum(successes)}/{len(successes)}")
@@ -114,7 +82,7 @@ def collect_demonstrations(
                 writer.finish(valid_fraction=valid_fraction, seed=seed)
                 kept = writer.num_demos
         finally:
-            env.close()
+            workers.close()
     return {
         "out": str(out),
         "episodes": episodes,
@@ -165,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
         cfg = load_config(CollectConfig, argv, "calql_vision.collect", DESCRIPTION)
         stats = collect_demonstrations(
             cfg.task, cfg.episodes, cfg.noise, cfg.out, cfg.seed, cfg.only_success, cfg.valid_fraction,
-            overwrite=cfg.overwrite,
+            overwrite=cfg.overwrite, num_envs=cfg.num_envs,
         )
     except (ConfigError, OutputError) as error:
         print(f"error: {error}", file=sys.stderr)

@@ -30,6 +30,7 @@ CONFIG_ROOT = Path(__file__).resolve().parent.parent / "configs"
 DEFAULT_GROUPS = {"task": "lift_visual", "algo": "calql", "encoder": "conv"}
 # precision=auto resolves to bf16 or fp32 by the hardware (calql_vision/hardware.py).
 PRECISIONS = OneOf(("auto", "bf16", "fp32"))
+THREADS_HELP = "torch CPU threads; 0 = auto: the cores this process may use (affinity mask and cgroup CPU quota)"
 
 
 @dataclass
@@ -63,6 +64,8 @@ class CollectConfig:
         valid=Range(0, 1, high_open=True),
     )
     overwrite: bool = doc(False, "replace an existing `out` file (otherwise an existing file is an error)")
+    num_envs: int = doc(1, "environment processes recording episodes at once (the file is the same for any value)",
+                        valid=AT_LEAST_1)
 
 
 class ConfigError(ValueError):
@@ -253,7 +256,11 @@ class TrainConfig:
         "auto", "encoder autocast: auto (bf16 where the device computes it natively, else fp32) | bf16 | fp32 "
         "(losses are always fp32)", valid=PRECISIONS,
     )
-    threads: int = doc(0, "torch CPU threads; 0 = torch's default", valid=AT_LEAST_0)
+    threads: int = doc(0, THREADS_HELP, valid=AT_LEAST_0)
+    num_envs: int = doc(
+        1, "environment processes stepped in lock-step for online collection and evaluation (one batched policy "
+        "call per step)", valid=AT_LEAST_1,
+    )
     runs_root: str = doc("runs", "run directories go to <runs_root>/<task>/<algo>/<timestamp>")
     resume: Optional[str] = doc(None, "run directory to continue from its last checkpoint")
     init_from: Optional[str] = doc(
@@ -269,7 +276,9 @@ class BenchConfig:
     batch_size: int = doc(256, "transitions per gradient step", valid=AT_LEAST_1)
     device: str = doc("auto", "auto | cpu | cuda")
     precision: str = doc("auto", "encoder autocast: auto (bf16 where native, else fp32) | bf16 | fp32", valid=PRECISIONS)
-    threads: int = doc(0, "torch CPU threads; 0 = torch's default", valid=AT_LEAST_0)
+    threads: int = doc(0, THREADS_HELP, valid=AT_LEAST_0)
+    num_envs: list = doc([1, 2], "environment steps/s are timed for each of these numbers of environment processes",
+                         valid=AT_LEAST_1)
     warmup: int = doc(3, "untimed updates first", valid=AT_LEAST_0)
     windows: int = doc(5, "timed windows; the median is reported", valid=AT_LEAST_1)
     window_updates: int = doc(5, "updates per timed window", valid=AT_LEAST_1)

@@ -16,7 +16,7 @@ from typing import Any, Optional
 from omegaconf import DictConfig
 
 from calql_vision.atomic_file import atomic_file
-from calql_vision.config import ConfigError, load_config, load_run_config
+from calql_vision.config import THREADS_HELP, ConfigError, load_config, load_run_config
 from calql_vision.config_fields import AT_LEAST_0, AT_LEAST_1, Range, doc
 from calql_vision.run_dir import RunDir
 from calql_vision.stopping import exit_cleanly_on_sigterm
@@ -29,7 +29,9 @@ with scene seeds seed, seed+1, ...; by default the seeds of the training-time ev
 so the numbers are comparable with eval_success_rate in metrics.csv. Writes
 <run>/eval/<checkpoint name>-seed<seed>/summary.json (success rate with a Wilson 95%
 interval, returns, lengths, per-episode results) and episode_<i>.mp4 videos: the scene at
-video_size beside the policy's own camera view, with the step and success written on."""
+video_size beside the policy's own camera view, with the step and success written on.
+With num_envs=<n> the episodes run in n environment processes at once; each episode depends
+on its seed alone, so the results are the same for any n."""
 
 WILSON_Z95 = 1.959964
 
@@ -53,7 +55,9 @@ class EvaluateConfig:
     video_camera: Optional[str] = doc(None, "camera shown in the videos; one of the task's cameras; null = the first")
     fps: int = doc(20, "frames per second of the videos (the task's control rate is 20 Hz by default)", valid=AT_LEAST_1)
     device: str = doc("auto", "auto (CUDA when present) | cpu | cuda | cuda:<i>")
-    threads: int = doc(0, "torch CPU threads; 0 = torch's default", valid=AT_LEAST_0)
+    threads: int = doc(0, THREADS_HELP, valid=AT_LEAST_0)
+    num_envs: int = doc(1, "environment processes running episodes at once (the results do not depend on it)",
+                        valid=AT_LEAST_1)
 
 
 # ---------------------------------------------------------------------- statistics
@@ -113,26 +117,31 @@ def resolve_checkpoint(run_dir: str | os.PathLike, checkpoint: str | os.PathLike
     raise FileNotFoundError(f"checkpoint not found: {looked}; {listing}")
 
 
-def build_policy(cfg: DictConfig, agent_state: dict[str, Any], device: Any) -> tuple[Any, Any]:
-    """The run's env and agent, with `agent_state` (a checkpoint's "agent") loaded."""
+def build_policy(cfg: DictConfig, agent_state: dict[str, Any], device: Any, num_envs: int = 1) -> tuple[Any, Any]:
+    """The run's environment workers (envs.vector.EnvWorkers) and agent, with `agent_state`
+    (a checkpoint's "agent") loaded."""
     from calql_vision.agents import ObsSpec, make_agent
-    from envs import make_env
+    from envs.vector import EnvWorkers
 
     # The same construction seed as training, so nothing differs from its evaluations.
-    env = make_env(cfg.task, seed=cfg.seed)
+    workers = EnvWorkers(cfg.task, num_envs, seed=cfg.seed, egl_device=egl_device(device))
     try:
-        obs, _ = env.reset()
         size = int(cfg.task.image_size)
-        spec = ObsSpec(tuple(env.image_keys), (3, size, size), len(obs["proprio"]), env.action_dim)
+        spec = ObsSpec(tuple(workers.image_keys), (3, size, size), workers.proprio_dim, workers.action_dim)
         agent = make_agent(cfg.algo, cfg.encoder, spec, device, cfg.precision)
         try:
             agent.load_state_dict(agent_state)
         except (KeyError, RuntimeError) as error:
             raise ConfigError(f"the checkpoint's networks do not match the run's config.yaml: {error}") from None
     except BaseException:
-        env.close()
+        workers.close()
         raise
-    return env, agent
+    return workers, agent
+
+
+def egl_device(device: Any) -> int | None:
+    """Render on the learner's GPU when there is one (MuJoCo's EGL picks it by index)."""
+    return (device.index or 0) if getattr(device, "type", None) == "cuda" else None
 
 
 def _read_checkpoint(path: Path) -> dict[str, Any]:
@@ -145,17 +154,17 @@ def _read_checkpoint(path: Path) -> dict[str, Any]:
 
 
 def load_policy(
-    run_dir: str | os.PathLike, checkpoint: str | os.PathLike | None = None, device: str = "auto"
+    run_dir: str | os.PathLike, checkpoint: str | os.PathLike | None = None, device: str = "auto", num_envs: int = 1
 ) -> tuple[DictConfig, Any, Any, Path]:
-    """(run config, env, agent, checkpoint path) from a run directory; the agent acts with
-    `agent.act(obs, deterministic=True)`. The caller closes the env."""
+    """(run config, environment workers, agent, checkpoint path) from a run directory; the
+    agent acts with `agent.act(obs, deterministic=True)`. The caller closes the workers."""
     from calql_vision.train import resolve_device
 
     cfg = load_run_config(run_dir)
     path = resolve_checkpoint(run_dir, checkpoint)
     state = _read_checkpoint(path)
-    env, agent = build_policy(cfg, state["agent"], resolve_device(device))
-    return cfg, env, agent, path
+    workers, agent = build_policy(cfg, state["agent"], resolve_device(device), num_envs)
+    return cfg, workers, agent, path
 
 
 # ---------------------------------------------------------------------- the program
@@ -187,48 +196,50 @@ def evaluate_run(cfg: DictConfig) -> tuple[dict[str, Any], Path]:
     import torch
     from tqdm import tqdm
 
-    from calql_vision.evaluation import EvaluationResult, evaluate_policy, evaluation_seed
+    from calql_vision.hardware import choose_threads
+    from calql_vision.evaluation import evaluate_policy, evaluation_seed
     from calql_vision.train import resolve_device
     from calql_vision.video import EpisodeVideo, write_mp4
 
     seed = int(cfg.seed) if cfg.seed is not None else evaluation_seed(int(run_cfg.seed))
     out_dir = RunDir(run_dir).evaluation(checkpoint_path.stem, seed)
-    if cfg.threads > 0:
-        torch.set_num_threads(cfg.threads)
+    threads, threads_why = choose_threads(cfg.threads)
+    torch.set_num_threads(threads)
     device = resolve_device(cfg.device)
     state = _read_checkpoint(checkpoint_path)
     counters = state.get("counters", {})
-    env, agent = build_policy(run_cfg, state["agent"], device)
+    workers, agent = build_policy(run_cfg, state["agent"], device, cfg.num_envs)
 
-    result = EvaluationResult()
     videos: dict[int, str] = {}
+    recording: dict[int, EpisodeVideo] = {}
     recorded = min(cfg.video_episodes, cfg.episodes) if cfg.video else 0
     out_dir.mkdir(parents=True, exist_ok=True)
+    bar = tqdm(total=cfg.episodes, desc="evaluate", unit="episode")
+    successes = 0
+
+    def on_frame(episode: int, obs: dict, info: dict, renderer: Any) -> None:
+        # The first call carries the reset observation (step 0), then one per step.
+        if episode < recorded:
+            video = recording.setdefault(episode, EpisodeVideo(camera, cfg.video_size))
+            video.add(renderer, obs, info, step=len(video))
+
+    def on_episode_end(episode: int, result: Any) -> None:
+        # Each video is written as soon as its episode ends, not all held in memory.
+        nonlocal successes
+        if episode in recording:
+            name = f"episode_{episode}.mp4"
+            write_mp4(out_dir / name, recording.pop(episode).frames, fps=cfg.fps)
+            videos[episode] = name
+        successes += result.success
+        bar.update(1)
+        bar.set_postfix(success=f"{successes}/{bar.n}")
+
     try:
-        bar = tqdm(range(cfg.episodes), desc="evaluate", unit="episode")
-        for i in bar:
-            # One evaluate_policy call per episode (seed + i, as one call with all episodes
-            # would use): each video is written as soon as its episode ends, not all held in
-            # memory, and the bar advances per episode.
-            video = EpisodeVideo(camera, cfg.video_size) if i < recorded else None
-
-            def on_frame(_episode: int, obs: dict, info: dict, video: EpisodeVideo | None = video) -> None:
-                # The first call carries the reset observation (step 0), then one per step.
-                video.add(env, obs, info, step=len(video))
-
-            episode = evaluate_policy(
-                env, lambda obs: agent.act(obs, deterministic=True), 1, seed + i,
-                on_frame=on_frame if video is not None else None,
-            ).episodes[0]
-            result.episodes.append(episode)
-            if video is not None:
-                name = f"episode_{i}.mp4"
-                write_mp4(out_dir / name, video.frames, fps=cfg.fps)
-                videos[i] = name
-            bar.set_postfix(success=f"{sum(e.success for e in result.episodes)}/{i + 1}")
-        bar.close()
+        result = evaluate_policy(workers, lambda obs: agent.act(obs, deterministic=True), cfg.episodes, seed,
+                                 on_frame=on_frame, on_episode_end=on_episode_end)
     finally:
-        env.close()
+        bar.close()
+        workers.close()
     # Videos of an earlier evaluation into the same directory that this one did not redo
     # (it recorded fewer episodes) would no longer match summary.json.
     for stale in out_dir.glob("episode_*.mp4"):
@@ -268,6 +279,8 @@ def evaluate_run(cfg: DictConfig) -> tuple[dict[str, Any], Path]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from envs.vector import EnvWorkerError
+
     argv = sys.argv[1:] if argv is None else argv
     exit_cleanly_on_sigterm()
     try:
@@ -279,6 +292,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:  # summary.json is written last: nothing half-done is left
         print("stopped by SIGINT: no summary written", file=sys.stderr)
         return 130
+    except EnvWorkerError as error:
+        print(f"error: {error}; no summary written", file=sys.stderr)
+        return 1
     low, high = summary["success_ci95"]
     print(
         f"{Path(summary['checkpoint']).name} (step {summary['step']}, env step {summary['env_step']}): "

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 
@@ -38,31 +38,57 @@ class EvaluationResult:
 
 
 def evaluate_policy(
-    env,
+    envs,
     act: Callable[[dict], np.ndarray],
     episodes: int,
     seed: int,
-    on_frame: Callable[[int, dict, dict], None] | None = None,
+    on_frame: Callable[[int, dict, dict, Any], None] | None = None,
+    on_episode_end: Callable[[int, EpisodeResult], None] | None = None,
 ) -> EvaluationResult:
-    """Roll out `act` (obs -> action) for `episodes` episodes with seeds seed, seed+1, ...
+    """Roll out `act` (one obs -> action) for `episodes` episodes with scene seeds seed,
+    seed+1, ... on the "eval" environments of `envs` (envs.vector.EnvWorkers).
 
-    Evaluation seeds are fixed, so successive evaluations of a run see the same scenes.
-    `on_frame(episode, obs, info)` is called on every observation (for videos).
+    The episodes are spread over the workers (each takes the next episode when its own ends)
+    and stepped in lock-step. The policy is called once per observation, not once per batch:
+    a batched forward pass rounds differently with the batch's size (about 1e-9 here), and
+    an episode's result must not depend on which episodes shared its steps. So the result is
+    the same whatever the number of workers. `on_frame(episode, obs, info, renderer)` sees
+    every observation (renderer.render(camera, size) draws that episode's scene, for videos);
+    `on_episode_end(episode, result)` is called as each one ends.
     """
-    result = EvaluationResult()
-    for i in range(episodes):
-        obs, info = env.reset(seed=seed + i)
-        if on_frame:
-            on_frame(i, obs, info)
-        total, length, success = 0.0, 0, False
-        while True:
-            obs, reward, terminated, truncated, info = env.step(act(obs))
+    results: dict[int, EpisodeResult] = {}
+    running: dict[int, list] = {}  # worker -> [episode, obs, return, length]
+    next_episode = 0
+
+    def start(workers: list[int]) -> None:
+        nonlocal next_episode
+        seeds = {}
+        for worker in workers:
+            if next_episode < episodes:
+                running[worker] = [next_episode, None, 0.0, 0]
+                seeds[worker] = seed + next_episode
+                next_episode += 1
+        for worker, obs in envs.reset(seeds, role="eval").items():
+            running[worker][1] = obs
             if on_frame:
-                on_frame(i, obs, info)
-            total += reward
-            length += 1
-            if terminated or truncated:
-                success = bool(info["success"])
-                break
-        result.episodes.append(EpisodeResult(seed + i, success, total, length))
-    return result
+                on_frame(running[worker][0], obs, {"success": False}, envs.renderer(worker, "eval"))
+
+    start(list(range(envs.num_envs)))
+    while running:
+        actions = {worker: act(state[1]) for worker, state in running.items()}
+        finished = []
+        for worker, step in envs.step(actions, role="eval").items():
+            state = running[worker]
+            state[1:] = [step.obs, state[2] + step.reward, state[3] + 1]
+            if on_frame:
+                on_frame(state[0], step.obs, step.info, envs.renderer(worker, "eval"))
+            if step.done:
+                episode = state[0]
+                results[episode] = EpisodeResult(seed + episode, bool(step.info["success"]), state[2], state[3])
+                if on_episode_end:
+                    on_episode_end(episode, results[episode])
+                del running[worker]
+                finished.append(worker)
+        if finished:
+            start(finished)
+    return EvaluationResult([results[i] for i in range(episodes)])

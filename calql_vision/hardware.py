@@ -4,9 +4,13 @@ AVX2-only AMD EPYC), while native bf16 is faster (1.27x on an AVX512-BF16/AMX Xe
 """
 from __future__ import annotations
 
+import math
+import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:  # torch is imported where it is used: envs.vector asks for the cores without it
+    import torch
 
 NATIVE_BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
 
@@ -27,6 +31,8 @@ def choose_precision(requested: str, device: torch.device, flags: set[str] | Non
     if requested != "auto":
         return requested, f"precision={requested} as set"
     if device.type == "cuda":
+        import torch
+
         name = torch.cuda.get_device_name(device)
         if torch.cuda.is_bf16_supported():
             return "bf16", f"auto: {name} computes bf16 natively"
@@ -36,3 +42,36 @@ def choose_precision(requested: str, device: torch.device, flags: set[str] | Non
     if native:
         return "bf16", f"auto: the CPU has {' and '.join(native)}"
     return "fp32", "auto: the CPU has no avx512_bf16 or amx_bf16 (bf16 would be emulated, many times slower)"
+
+
+def cgroup_cpu_limit(cpu_max: Path = Path("/sys/fs/cgroup/cpu.max")) -> float | None:
+    """The CPUs a cgroup v2 quota allows ("200000 100000" -> 2.0); None when unlimited or unknown."""
+    try:
+        quota, period = cpu_max.read_text().split()[:2]
+    except (OSError, ValueError):
+        return None
+    if quota == "max":
+        return None
+    return int(quota) / int(period)
+
+
+def usable_cores() -> int:
+    """Cores this process may really use: its affinity mask, lowered by a cgroup CPU quota.
+    torch's own default counts the machine's cores, and a container given 2 of 16 cores
+    then runs 16 threads that spend their time waiting for each other."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cores = os.cpu_count() or 1
+    quota = cgroup_cpu_limit()
+    if quota is not None:
+        cores = min(cores, max(1, math.ceil(quota)))
+    return cores
+
+
+def choose_threads(requested: int) -> tuple[int, str]:
+    """(torch CPU threads, why). 0 = auto."""
+    if requested > 0:
+        return requested, f"threads={requested} as set"
+    cores = usable_cores()
+    return cores, f"auto: {cores} usable core{'s' if cores != 1 else ''} (affinity mask and CPU quota)"

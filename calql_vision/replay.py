@@ -491,6 +491,12 @@ class EpisodeRecorder:
         self._started = True
         self._append_obs(obs)
 
+    def last_observation(self) -> dict[str, np.ndarray]:
+        """The newest observation recorded (the one the next action answers)."""
+        if not self._started:
+            raise RuntimeError("EpisodeRecorder.last_observation: call start(obs) first")
+        return {**{key: frames[-1] for key, frames in self._frames.items()}, "proprio": self._proprio[-1]}
+
     def add(self, action: np.ndarray, reward_raw: float, terminated: bool, truncated: bool,
             next_obs: Mapping[str, np.ndarray]) -> None:
         if not self._started:

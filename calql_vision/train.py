@@ -28,6 +28,7 @@ from tqdm import tqdm
 from calql_vision.algo_configs import ALGO_SCHEMAS
 from calql_vision.atomic_file import atomic_file
 from calql_vision.config import ConfigError, TrainConfig, load_config, load_run_config
+from calql_vision.online_episodes import OnlineEpisodes
 from calql_vision.run_dir import RunDir, RunDirBusy, RunLock, find_resume_point
 from calql_vision.stopping import StopRequested, StopSignals
 
@@ -77,6 +78,7 @@ RESUME_IGNORES = ("resume", "runs_root")
 DESCRIPTION = DESCRIPTION.replace("{RESUMABLE}", textwrap.fill(
     f"A resume may change only {', '.join(RESUMABLE)}; any other setting is fixed by the run.", width=92))
 DIVERGED_EXIT_CODE = 3
+ENV_WORKER_EXIT_CODE = 4
 DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
 
 
@@ -151,29 +153,43 @@ class Trainer:
         # Imported here, not at module level, so that --help and config errors answer at once.
         import calql_vision.calibration  # noqa: F401  (loaded before the run starts, like the rest)
         import calql_vision.checkpoint  # noqa: F401
-        import calql_vision.evaluation
+        import calql_vision.evaluation  # noqa: F401
         import calql_vision.video  # noqa: F401
-        from calql_vision.agents import algorithm, make_agent
-        from calql_vision.hardware import choose_precision
-        from calql_vision.metrics import MetricsLogger
-        from calql_vision.replay import FrameReplay
-        from datasets import load_robomimic_hdf5, read_mask_names
-        from envs import make_env
+        from calql_vision.agents import algorithm
+        from calql_vision.evaluate import egl_device
+        from calql_vision.hardware import choose_precision, choose_threads
+        from envs.vector import EnvWorkers
 
         self.cfg = cfg
         self.run_dir = run
         self.stop = stop or StopSignals()
-        if cfg.threads > 0:
-            torch.set_num_threads(cfg.threads)
+        threads, threads_why = choose_threads(cfg.threads)
+        torch.set_num_threads(threads)
         torch.manual_seed(cfg.seed)
         self.rng = np.random.default_rng(cfg.seed)
         self.device = resolve_device(cfg.device)
         # Chosen once, here: the agent gets bf16 or fp32, and the log says why.
         self.precision, why = choose_precision(cfg.precision, self.device)
-        print(f"device: {self.device}; precision: {self.precision} ({why}); torch threads: {torch.get_num_threads()}")
+        print(f"device: {self.device}; precision: {self.precision} ({why}); torch threads: {threads} ({threads_why})")
 
         self.algorithm = algorithm(cfg.algo.name)
-        self.env = make_env(cfg.task, seed=cfg.seed)
+        # The environments run in worker processes, stepped in lock-step (envs/vector.py).
+        self.envs = EnvWorkers(cfg.task, cfg.num_envs, seed=cfg.seed, egl_device=egl_device(self.device))
+        try:
+            self._build(checkpoint, init_state)
+        except BaseException:  # the worker processes go with a trainer that never started
+            self.envs.close()
+            raise
+
+    def _build(self, checkpoint: dict | None, init_state: dict | None) -> None:
+        """Data, replay, agent, counters and logger: everything but the environments."""
+        from calql_vision.agents import make_agent
+        from calql_vision.evaluation import evaluation_seed
+        from calql_vision.metrics import MetricsLogger
+        from calql_vision.replay import FrameReplay
+        from datasets import load_robomimic_hdf5, read_mask_names
+
+        cfg, run = self.cfg, self.run_dir
         self.dataset = self.offline_replay = self.heldout_replay = None
         if not self.algorithm.uses_dataset and cfg.dataset is not None:
             print(f"note: algo={cfg.algo.name} learns from online data only; dataset={cfg.dataset} is not read")
@@ -182,7 +198,7 @@ class Trainer:
             masks = read_mask_names(dataset_path)
             self.dataset = load_robomimic_hdf5(
                 dataset_path,
-                image_keys=list(self.env.image_keys),
+                image_keys=list(self.envs.image_keys),
                 proprio_keys=list(cfg.task.proprio_keys),
                 gamma=cfg.algo.discount,
                 reward_scale=cfg.reward_scale,
@@ -190,7 +206,7 @@ class Trainer:
                 filter_key=dataset_filter_key(dataset_path, masks, cfg.filter_key),
                 max_demos=cfg.max_demos,
             )
-            check_dataset_matches_env(self.dataset, self.env, dataset_path)
+            check_dataset_matches_env(self.dataset, self.envs, dataset_path)
             self.offline_replay = FrameReplay.from_dataset(self.dataset)
             self.heldout_replay = self._load_heldout(dataset_path, masks)
         # Chosen once: they size the online buffer now and are copied into it at the switch.
@@ -204,16 +220,21 @@ class Trainer:
             self.online_replay = load_saved_replay(run.root / saved_replay)
         else:
             # Every transition and its frames are kept: an episode of T steps stores T + 1
-            # frames, so 2 x (steps + one more episode) frames always suffice, plus the
-            # offline episodes an algorithm seeds the buffer with (ACA).
-            capacity = 2 * (cfg.online_env_steps + cfg.task.horizon) + sum(len(t) + 1 for t in self.seed_episodes)
+            # frames, so 2 x (steps + one more episode per worker) frames always suffice, plus
+            # the offline episodes an algorithm seeds the buffer with (ACA).
+            capacity = (2 * (cfg.online_env_steps + cfg.num_envs * cfg.task.horizon)
+                        + sum(len(t) + 1 for t in self.seed_episodes))
             self.online_replay = FrameReplay(capacity, image_shapes, spec.proprio_dim, spec.action_dim)
 
         self.agent = make_agent(cfg.algo, cfg.encoder, spec, self.device, self.precision)
         # Pretraining runs only for algorithms that pretrain, and not when init_from gives it.
         self.offline_steps = cfg.offline_steps if self.algorithm.pretrains and cfg.init_from is None else 0
-        self.counters = {"step": 0, "env_step": 0, "episodes": 0, "pending_updates": 0, "switched": False,
-                         "row_owed": None}
+        self.counters = {"step": 0, "env_step": 0, "episodes": 0, "episodes_started": 0, "pending_updates": 0,
+                         "switched": False, "row_owed": None}
+        # Scene seeds apart from the demos' (0, 1, ...) and the evaluations' (evaluation_seed).
+        self.online_episodes = OnlineEpisodes(self.envs, 10_000_000 * (cfg.seed + 1), cfg.algo.discount,
+                                              cfg.reward_scale, cfg.reward_bias)
+        self._saved_episodes: list[dict] | None = None  # episodes in progress at the checkpoint
         self._pending_metrics: list[dict[str, float]] = []  # updates since the last metric row
         self._update_seconds = 0.0
         self._last_episode: dict[str, float] = {}
@@ -234,7 +255,7 @@ class Trainer:
                 ) from None
         resume_step = self.counters["step"] if checkpoint else None
         self.logger = MetricsLogger(run.metrics, run.tensorboard, self.agent.METRICS, resume_step=resume_step)
-        self._eval_seed = calql_vision.evaluation.evaluation_seed(cfg.seed)
+        self._eval_seed = evaluation_seed(cfg.seed)
         self._last_finite: tuple[int, dict[str, float]] | None = None
 
     def _obs_spec(self):
@@ -245,9 +266,8 @@ class Trainer:
             image_shape = tuple(next(iter(self.dataset.images.values())).shape[1:])
             proprio_dim = self.dataset.proprio.shape[1]
         else:
-            obs, _ = self.env.reset(seed=self.cfg.seed)
-            image_shape, proprio_dim = tuple(obs[self.env.image_keys[0]].shape), len(obs["proprio"])
-        return ObsSpec(tuple(self.env.image_keys), image_shape, proprio_dim, self.env.action_dim)
+            image_shape, proprio_dim = (3, self.envs.image_size, self.envs.image_size), self.envs.proprio_dim
+        return ObsSpec(tuple(self.envs.image_keys), image_shape, proprio_dim, self.envs.action_dim)
 
     def _top_offline_episodes(self) -> list[np.ndarray]:
         """Transition indices of the `algo.seed_top_episodes` offline demos with the highest
@@ -280,7 +300,7 @@ class Trainer:
         if (masks or {}).get("valid", 0) == 0 or self.cfg.filter_key == "valid":
             return None
         heldout = load_robomimic_hdf5(
-            dataset_path, image_keys=list(self.env.image_keys), proprio_keys=list(self.cfg.task.proprio_keys),
+            dataset_path, image_keys=list(self.envs.image_keys), proprio_keys=list(self.cfg.task.proprio_keys),
             gamma=self.cfg.algo.discount, reward_scale=self.cfg.reward_scale, reward_bias=self.cfg.reward_bias,
             filter_key="valid", show_progress=False,
         )
@@ -288,7 +308,10 @@ class Trainer:
 
     # ------------------------------------------------------------------ phases
     def run(self) -> None:
-        """Both phases; raises TrainingDiverged, or StopRequested after saving what it can."""
+        """Both phases; raises TrainingDiverged, or StopRequested or EnvWorkerError after saving
+        what it can."""
+        from envs.vector import EnvWorkerError
+
         try:
             with self.stop.deferred():
                 try:
@@ -297,9 +320,14 @@ class Trainer:
                     if request.at_safe_point:
                         self.save_checkpoint()
                     raise
+                except EnvWorkerError:
+                    # Every update is whole and the episodes in progress are kept as seeds and
+                    # actions; the episodes that ended at the failed step are lost.
+                    self.save_checkpoint()
+                    raise
         finally:
             self.logger.close()
-            self.env.close()
+            self.envs.close()
 
     def _run_phases(self) -> None:
         self.finish_owed_bookkeeping()
@@ -342,41 +370,67 @@ class Trainer:
             ratio = self.rng.binomial(rows, offline / (offline + online)) / rows
         return mixed_batch(self.offline_replay, self.online_replay, rows, ratio, self.rng, self.device)
 
-    def _owed_updates(self, episode_start: int, length: int) -> int:
-        """Updates owed for env steps [episode_start, episode_start + length): utd per step,
-        none for the warm-up steps."""
-        return max(0, episode_start + length - max(episode_start, self.cfg.algo.warmup_steps)) * self.cfg.algo.utd
-
     def _online_phase(self) -> None:
-        cfg, counters = self.cfg, self.counters
-        with tqdm(total=cfg.online_env_steps, initial=counters["env_step"], desc="online", unit="env step") as bar:
+        cfg = self.cfg
+        with tqdm(total=cfg.online_env_steps, initial=self.counters["env_step"], desc="online", unit="env step") as bar:
+            if self.counters["env_step"] < cfg.online_env_steps or self._saved_episodes:
+                self.online_episodes.start(self.counters, self._saved_episodes)
+                self._saved_episodes = None
             self._online_loop(bar)
 
     def _online_loop(self, bar) -> None:
+        """UTD updates per environment step, interleaved with the steps. An episode enters the
+        replay when it ends (its reward-to-go needs the whole episode), so the updates owed
+        before the first episode ends wait for it. `pending_updates` is a counter saved with
+        checkpoints: a resume neither repeats nor loses an update."""
         cfg, counters = self.cfg, self.counters
-        while counters["env_step"] < cfg.online_env_steps or counters["pending_updates"] > 0:
-            if counters["pending_updates"] == 0:
-                started = time.time()
-                episode = self._collect_episode()
-                self.online_replay.add_episode(**episode.replay_arrays())
-                # Owed updates are a counter, saved with checkpoints: a resume finishes the
-                # burst instead of repeating or skipping it.
-                counters["pending_updates"] = self._owed_updates(counters["env_step"], episode.length)
-                counters["env_step"] += episode.length
-                counters["episodes"] += 1
-                self._last_episode = {
-                    "episode_return": episode.episode_return,
-                    "episode_success": float(episode.success),
-                    "env_steps_per_s": episode.length / max(time.time() - started, 1e-9),
-                }
-                bar.total = max(bar.total, counters["env_step"])  # the last episode may overshoot
-                bar.update(episode.length)
-            while counters["pending_updates"] > 0:
+        while True:
+            budget_left = counters["env_step"] < cfg.online_env_steps
+            if counters["pending_updates"] > 0 and len(self.online_replay) > 0:
                 self._update(self._online_batch())
                 counters["pending_updates"] -= 1
-                final = counters["env_step"] >= cfg.online_env_steps and counters["pending_updates"] == 0
-                self._after_update("online", final, bar)
-                self.stop.check()
+                self._after_update("online", final=not budget_left and counters["pending_updates"] == 0, bar=bar)
+            elif budget_left:
+                self._step_environments(bar)
+            elif counters["pending_updates"] > 0:
+                # The budget is spent and no episode has ended: learn from the cut episodes.
+                for episode in self.online_episodes.cut_all(counters):
+                    self._store_episode(episode, time.time())
+            else:
+                return
+            self.stop.check()
+
+    def _step_environments(self, bar) -> None:
+        """One lock-step step of every worker: one batched policy call (random actions during
+        a random warm-up), then the updates those steps are owed."""
+        cfg, counters = self.cfg, self.counters
+        started = time.time()
+        count, first = cfg.num_envs, counters["env_step"]
+        random_until = cfg.algo.warmup_steps if cfg.algo.warmup_policy == "random" else 0
+        actions = np.empty((count, self.envs.action_dim))
+        for i in range(count):
+            if first + i < random_until:
+                actions[i] = self.rng.uniform(-1.0, 1.0, size=self.envs.action_dim)
+        policy_rows = [i for i in range(count) if first + i >= random_until]
+        if policy_rows:
+            batch = self.online_episodes.observations()
+            actions[policy_rows] = self._act({k: v[policy_rows] for k, v in batch.items()}, deterministic=False)
+        for episode in self.online_episodes.step(actions, counters):
+            self._store_episode(episode, started)
+        counters["env_step"] += count
+        # utd updates per step, none for the warm-up steps.
+        counters["pending_updates"] += sum(first + i >= cfg.algo.warmup_steps for i in range(count)) * cfg.algo.utd
+        bar.total = max(bar.total, counters["env_step"])  # the last lock-step may overshoot
+        bar.update(count)
+
+    def _store_episode(self, episode, started: float) -> None:
+        self.online_replay.add_episode(**episode.replay_arrays())
+        self.counters["episodes"] += 1
+        self._last_episode = {
+            "episode_return": episode.episode_return,
+            "episode_success": float(episode.success),
+            "env_steps_per_s": self.cfg.num_envs / max(time.time() - started, 1e-9),
+        }
 
     def _update(self, batch: dict) -> None:
         started = time.perf_counter()
@@ -425,33 +479,6 @@ class Trainer:
             then = "no checkpoint had been written yet; start again with new rates"
         return (f"{last}. Lower the learning rates (algo.critic_lr, algo.actor_lr) or check "
                 f"reward_scale/reward_bias: {then}")
-
-    def _collect_episode(self) -> dict[str, Any]:
-        from calql_vision.checkpoint import capture_rng_states, restore_rng_states
-        from calql_vision.replay import EpisodeRecorder
-
-        cfg = self.cfg
-        recorder = EpisodeRecorder()
-        rng_at_start = capture_rng_states(self.rng)
-        # Scene seeds apart from the demos' (0, 1, ...) and the evaluations' (evaluation_seed).
-        obs, _ = self.env.reset(seed=10_000_000 * (cfg.seed + 1) + self.counters["episodes"])
-        recorder.start(obs)
-        random_until = cfg.algo.warmup_steps if cfg.algo.warmup_policy == "random" else 0
-        while True:
-            if self.stop.pending is not None:
-                # The partial episode is dropped and the RNGs go back to where it began: the
-                # resumed run collects this episode exactly as an uninterrupted run would.
-                restore_rng_states(rng_at_start, self.rng)
-                self.stop.check()
-            if self.counters["env_step"] + len(recorder) < random_until:
-                action = self.rng.uniform(-1.0, 1.0, size=self.env.action_dim)
-            else:
-                action = self._act(obs, deterministic=False)
-            obs, reward, terminated, truncated, _ = self.env.step(action)
-            recorder.add(action, reward, terminated, truncated, obs)
-            if terminated or truncated:
-                break
-        return recorder.finish(cfg.algo.discount, cfg.reward_scale, cfg.reward_bias)
 
     # ------------------------------------------------------------------ bookkeeping
     def _after_update(self, phase: str, final: bool, bar=None) -> None:
@@ -502,16 +529,15 @@ class Trainer:
 
         cfg = self.cfg
         video = EpisodeVideo(camera=cfg.task.cameras[0], size=cfg.video_size) if cfg.eval_video else None
-        steps_seen = {"count": 0}
 
-        def record_first_episode(episode: int, obs: dict, info: dict) -> None:
+        def record_first_episode(episode: int, obs: dict, info: dict, renderer) -> None:
             self.stop.check()  # an evaluation is long; a stop does not wait for its end
             if video is not None and episode == 0:
-                video.add(self.env, obs, info, steps_seen["count"])
-                steps_seen["count"] += 1
+                video.add(renderer, obs, info, len(video))
 
+        # The workers' "eval" environments: the training episodes in progress stay as they are.
         result = evaluate_policy(
-            self.env, lambda obs: self._act(obs, deterministic=True), cfg.eval_episodes, self._eval_seed,
+            self.envs, lambda obs: self._act(obs, deterministic=True), cfg.eval_episodes, self._eval_seed,
             on_frame=record_first_episode,
         )
         if video is not None:
@@ -546,6 +572,9 @@ class Trainer:
             "counters": dict(self.counters),
             "rng": capture_rng_states(self.rng),
             "online_replay": replay.name if replay is not None else None,
+            # Seeds and actions so far; a resume replays them (calql_vision/online_episodes.py).
+            "episodes_in_progress": (self.online_episodes.state() if self.online_episodes.slots
+                                     else self._saved_episodes),
             # The metrics since the last row: the first row after a resume averages the same
             # updates, and shows the same episode, as an uninterrupted run's.
             "log_buffer": {"pending_metrics": self._pending_metrics, "update_seconds": self._update_seconds,
@@ -566,6 +595,7 @@ class Trainer:
         self.agent.load_state_dict(checkpoint["agent"])
         self.counters.update(checkpoint["counters"])
         restore_rng_states(checkpoint["rng"], self.rng)
+        self._saved_episodes = checkpoint.get("episodes_in_progress")
         log_buffer = checkpoint.get("log_buffer") or {}  # absent from older checkpoints
         self._pending_metrics = list(log_buffer.get("pending_metrics", []))
         self._update_seconds = float(log_buffer.get("update_seconds", 0.0))
@@ -739,8 +769,10 @@ def build(argv: list[str]) -> Launch:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from calql_vision.online_episodes import ReplayMismatch
     from datasets import DatasetError
     from datasets.robomimic_writer import OutputError
+    from envs.vector import EnvWorkerError
 
     argv = sys.argv[1:] if argv is None else argv
     stop = StopSignals().install()
@@ -757,7 +789,8 @@ def main(argv: list[str] | None = None) -> int:
         if isinstance(error, StopRequested):
             print(f"{error} before training began", file=sys.stderr)
             return error.exit_code
-        user_errors = (ConfigError, FileNotFoundError, PermissionError, DatasetError, RunDirBusy, OutputError)
+        user_errors = (ConfigError, FileNotFoundError, PermissionError, DatasetError, RunDirBusy, OutputError,
+                       EnvWorkerError)
         if isinstance(error, user_errors) or getattr(error, "errno", None) in DISK_FULL_ERRNOS:
             print(f"error: {error}", file=sys.stderr)
             return 2
@@ -770,6 +803,13 @@ def main(argv: list[str] | None = None) -> int:
         except TrainingDiverged as error:
             print(f"error: {error}", file=sys.stderr)
             return DIVERGED_EXIT_CODE
+        except EnvWorkerError as error:
+            print(f"error: {error}\n{_last_checkpoint(launch.run)}; continue with: python -m calql_vision.train "
+                  f"resume={launch.run.root}", file=sys.stderr)
+            return ENV_WORKER_EXIT_CODE
+        except ReplayMismatch as error:
+            print(f"error: resume={launch.run.root}: {error}", file=sys.stderr)
+            return 1
         except OSError as error:
             if error.errno not in DISK_FULL_ERRNOS:
                 raise

@@ -151,6 +151,14 @@ class RobosuiteVisualEnv:
         frame = self._env.sim.render(camera_name=camera, width=int(size), height=int(size))
         return np.ascontiguousarray(frame[::-1])
 
+    def make_render_context_current(self) -> None:
+        """Make this environment's offscreen GL context the current one. robosuite renders
+        into the current context, so a process that holds several environments calls this
+        before using another one (each environment's context is made current when built)."""
+        context = self._env.sim._render_context_offscreen  # noqa: SLF001
+        if context is not None:
+            context.gl_ctx.make_current()
+
     def get_state(self) -> np.ndarray:
         """Flattened MuJoCo state [time, qpos, qvel] (robomimic's `states`)."""
         return np.array(self._env.sim.get_state().flatten(), dtype=np.float64)

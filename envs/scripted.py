@@ -9,6 +9,7 @@ state (the object position, `info["object_pos"]`); the learner never does.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -128,3 +129,39 @@ def noisy(action: np.ndarray, noise: float, rng: np.random.Generator) -> np.ndar
     if noise > 0:
         action = action + rng.normal(0.0, noise, size=action.shape)
     return np.clip(action, -1.0, 1.0)
+
+
+def record_scripted_episode(env, policy: WaypointPolicy, seed: int, noise: float) -> dict[str, Any]:
+    """One scripted episode from reset(seed), as robomimic demo arrays (images HWC, upright).
+    The noise has its own stream, seeded from the scene seed: an episode depends on its seed
+    alone, whichever process records it."""
+    rng = np.random.default_rng([seed, 1])  # noise stream independent of the scene seed
+    obs, info = env.reset(seed=seed)
+    policy.reset(env, info)
+    frames = {key: [obs[key].transpose(1, 2, 0)] for key in env.image_keys}
+    low_dim = {key: [value] for key, value in info["low_dim"].items()}
+    actions, states, rewards, dones = [], [], [], []
+    while True:
+        states.append(env.get_state())
+        action = noisy(policy.act(info), noise, rng)
+        obs, reward, terminated, truncated, info = env.step(action)
+        actions.append(action)
+        rewards.append(reward)
+        dones.append(int(terminated))
+        for key in env.image_keys:
+            frames[key].append(obs[key].transpose(1, 2, 0))
+        for key, value in info["low_dim"].items():
+            low_dim[key].append(value)
+        if terminated or truncated:
+            break
+    sequences = {**{k: np.stack(v) for k, v in frames.items()}, **{k: np.stack(v) for k, v in low_dim.items()}}
+    return {
+        "actions": np.stack(actions),
+        "states": np.stack(states),
+        "rewards": np.array(rewards),
+        "dones": np.array(dones),
+        "obs": {k: v[:-1] for k, v in sequences.items()},
+        "next_obs": {k: v[1:] for k, v in sequences.items()},
+        "model_file": env.model_xml(),
+        "success": bool(terminated),
+    }

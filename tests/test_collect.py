@@ -18,14 +18,13 @@ from conftest import ROOT, task_config
 
 @pytest.mark.parametrize("task, episodes", [("lift_visual", 3), ("pick_place_visual", 2)])
 def test_scripted_policy_succeeds_on_seeded_episodes(task, episodes):
-    from calql_vision.collect import record_episode
     from envs import make_env
-    from envs.scripted import make_scripted_policy
+    from envs.scripted import make_scripted_policy, record_scripted_episode
 
     cfg = task_config(task)
     env = make_env(cfg, seed=0)
     policy = make_scripted_policy(cfg.scripted_policy)
-    results = [record_episode(env, policy, seed=seed, noise=0.0) for seed in range(episodes)]
+    results = [record_scripted_episode(env, policy, seed=seed, noise=0.0) for seed in range(episodes)]
     env.close()
     assert all(r["success"] for r in results)
     assert all(r["rewards"][-1] == 1.0 and r["dones"][-1] == 1 for r in results)

@@ -78,19 +78,16 @@ def test_write_mp4_rejects_bad_frame_lists_and_leaves_no_file(tmp_path):
 def test_a_real_rollout_video_decodes_to_one_frame_per_observation(tmp_path):
     from calql_vision.evaluation import evaluate_policy
     from calql_vision.video import EpisodeVideo, write_mp4
-    from envs import make_env
+    from envs.vector import EnvWorkers
 
-    env = make_env(task_config("lift_visual", horizon=5, image_size=48))
     videos = {64: EpisodeVideo("agentview", 64), 256: EpisodeVideo("agentview", 256)}
 
-    def on_frame(episode, obs, info):
+    def on_frame(episode, obs, info, renderer):
         for video in videos.values():
-            video.add(env, obs, info, step=len(video))
+            video.add(renderer, obs, info, step=len(video))
 
-    try:
-        result = evaluate_policy(env, lambda obs: np.zeros(env.action_dim), 1, seed=0, on_frame=on_frame)
-    finally:
-        env.close()
+    with EnvWorkers(task_config("lift_visual", horizon=5, image_size=48), num_envs=1) as envs:
+        result = evaluate_policy(envs, lambda obs: np.zeros(envs.action_dim), 1, seed=0, on_frame=on_frame)
     length = result.episodes[0].length
     assert length == 5  # standing still never lifts the cube
     for size, video in videos.items():
