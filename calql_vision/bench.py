@@ -20,7 +20,9 @@ DESCRIPTION = __doc__.split("\n\n")[0] + """
 Updates are timed on a synthetic batch of the task's image and action shapes (no dataset
 needed), for each phase the algorithm has (offline, then online after its switch):
 `warmup` untimed updates, then the median of `windows` windows of `window_updates` updates.
-The first phase is timed again in the other precision (bf16 / fp32) beside the chosen one."""
+The first phase is timed again in the other precision (bf16 / fp32) beside the chosen one.
+Environment steps/s are timed for each entry of `num_envs` (worker processes stepped in
+lock-step with random actions), with the ratio to the first."""
 
 
 def synthetic_batch(image_keys, image_shape, proprio_dim, action_dim, batch_size, device) -> dict:
@@ -76,6 +78,28 @@ def _algo_shape(algo) -> str:
     return ", ".join(parts)
 
 
+def time_env_steps(task, num_envs: int, steps: int) -> float:
+    """Environment steps/s of `num_envs` workers stepped in lock-step with random actions
+    (after one untimed step each, so start-up is not counted)."""
+    from envs.vector import EnvWorkers
+
+    rng = np.random.default_rng(0)
+    with EnvWorkers(task, num_envs, seed=0) as workers:
+        workers.reset({i: i for i in range(num_envs)})
+        seeds = iter(range(num_envs, 10**9))
+        done: list[int] = []
+        timed = 0
+        for t in range(1 + -(-steps // num_envs)):
+            if t == 1:
+                start = time.perf_counter()
+            results = workers.step({i: rng.uniform(-1, 1, size=workers.action_dim) for i in range(num_envs)})
+            done = [i for i, result in results.items() if result.done]
+            if done:
+                workers.reset({i: next(seeds) for i in done})
+            timed += num_envs if t >= 1 else 0
+        return timed / (time.perf_counter() - start)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     try:
@@ -88,7 +112,6 @@ def main(argv: list[str] | None = None) -> int:
     from calql_vision.replay import FrameReplay
     from calql_vision.train import resolve_device
     from encoders.factory import count_parameters
-    from envs import make_env
 
     threads, threads_why = choose_threads(cfg.threads)
     torch.set_num_threads(threads)
@@ -132,18 +155,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"gradient updates/s, {phases[0]}, precision {other} for comparison: {rival_rate:.2f} "
               f"(the chosen {agent.precision} runs {chosen_rate / rival_rate:.2f}x that)")
 
-    env = make_env(task, seed=0)
-    env.reset(seed=0)
-    rng = np.random.default_rng(0)
-    start = time.perf_counter()
-    for _ in range(cfg.env_steps):
-        _, _, terminated, truncated, _ = env.step(rng.uniform(-1, 1, size=7))
-        if terminated or truncated:
-            env.reset()
-    env_rate = cfg.env_steps / (time.perf_counter() - start)
-    env.close()
-    print(f"environment steps/s: {env_rate:.1f} ({task.env_name}, {len(task.cameras)} camera(s) at "
-          f"{task.image_size}px, rendering included)")
+    base_rate = None
+    for num_envs in cfg.num_envs:
+        rate = time_env_steps(task, num_envs, cfg.env_steps)
+        base_rate = base_rate or rate
+        print(f"environment steps/s, num_envs={num_envs}: {rate:.1f} ({task.env_name}, {len(task.cameras)} camera(s) "
+              f"at {task.image_size}px, rendering included; {rate / base_rate:.2f}x num_envs={cfg.num_envs[0]})")
 
     replay = FrameReplay(1024, {k: image_shape for k in image_keys}, proprio_dim, action_dim)
     per_transition = replay.bytes_per_transition(mean_episode_length=task.horizon)

@@ -22,7 +22,9 @@ DESCRIPTION = __doc__.splitlines()[0] + """
 
 Each episode starts from reset(seed = seed + i); Gaussian action noise of std `noise` is
 added to the scripted action and clipped to [-1, 1]. `episodes` is the number of rollouts;
-with only_success=true failed rollouts are not written.
+with only_success=true failed rollouts are not written. With num_envs=<n>, n environment
+processes record episodes at once; they are written in seed order, so the file is the same
+for any n.
 
 The file is written under a temporary name beside `out` (`.<name>.<pid>.tmp`) and moved into
 place only when complete. An existing `out` is an error unless overwrite=true; without it, a

@@ -113,7 +113,8 @@ def prepare_dataset(cfg) -> Path:
         from calql_vision.collect import collect_demonstrations
 
         print(f"no dataset configured: collecting {cfg.task.demo_episodes} scripted demos into {path}")
-        stats = collect_demonstrations(cfg.task, cfg.task.demo_episodes, cfg.task.demo_noise, str(path), seed=0)
+        stats = collect_demonstrations(cfg.task, cfg.task.demo_episodes, cfg.task.demo_noise, str(path), seed=0,
+                                       num_envs=cfg.num_envs)
         print(f"scripted success {stats['success_rate']:.0%}; reused by later runs")
     return path
 

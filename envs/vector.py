@@ -178,9 +178,10 @@ class EnvWorkers:
         self.env_args: dict[str, Any] = description["env_args"]
 
     def _ready(self, worker: _Worker) -> dict[str, Any]:
-        if not worker.connection.poll(self.timeout_s) and worker.process.poll() is None:
+        # Building robosuite's model can take long on a busy machine: the start has its own limit.
+        if not worker.connection.poll(DEFAULT_TIMEOUT_S) and worker.process.poll() is None:
             worker.process.kill()
-            raise EnvWorkerError(worker.describe_failure(f"was not ready in {self.timeout_s:g} s"), worker.index)
+            raise EnvWorkerError(worker.describe_failure(f"was not ready in {DEFAULT_TIMEOUT_S:g} s"), worker.index)
         try:
             status, payload = worker.connection.recv()
         except EOFError:

@@ -310,9 +310,10 @@ def wait_for(predicate, process: subprocess.Popen, timeout: float = 300) -> None
 @pytest.mark.slow
 @pytest.mark.parametrize("signum", [signal.SIGTERM])  # SIGINT takes the same path (one handler for both)
 def test_a_stop_signal_saves_a_checkpoint_that_resumes_to_the_uninterrupted_result(signum, lift_demos, tmp_path):
-    # Evaluations often (2 episodes every 4 updates): the stop often lands inside one.
+    # Evaluations often (2 episodes every 4 updates): the stop often lands inside one. Two
+    # environment workers: the stop lands inside two episodes, which the resume replays.
     args = [*TINY_TRAIN_ARGS, f"dataset={lift_demos}", "offline_steps=8", "online_env_steps=30",
-            "checkpoint_every=1000", "eval_every=4", "eval_episodes=2"]
+            "checkpoint_every=1000", "eval_every=4", "eval_episodes=2", "num_envs=2"]
     whole = run_train(args, tmp_path / "whole")
     assert whole.returncode == 0, whole.stderr[-3000:]
     process = start_train([*args, f"runs_root={tmp_path / 'parts'}"])

@@ -161,11 +161,12 @@ def test_bench_prints_its_figures_for_each_phase():
     result = run_bench()
     assert result.returncode == 0, result.stderr[-2000:]
     for label in ("algorithm: calql", "gradient updates/s, offline:", "gradient updates/s, online:",
-                  "gradient updates/s, offline, precision", "for comparison", "environment steps/s:",
-                  "replay bytes per stored transition:"):
+                  "gradient updates/s, offline, precision", "for comparison", "environment steps/s, num_envs=1:",
+                  "environment steps/s, num_envs=2:", "1.00x num_envs=1", "replay bytes per stored transition:"):
         assert label in result.stdout
     # An online-only method has no offline update to time; RLPD's online update is 2 critic updates here.
-    result = run_bench("algo=rlpd", "algo.num_critics=3", "algo.critic_updates=2", "algo.hidden_dims=[32,32]")
+    result = run_bench("algo=rlpd", "algo.num_critics=3", "algo.critic_updates=2", "algo.hidden_dims=[32,32]",
+                       "num_envs=[1]")
     assert result.returncode == 0, result.stderr[-2000:]
     assert "offline:" not in result.stdout and "gradient updates/s, online:" in result.stdout
     assert "one update = 2 critic and 1 actor update" in result.stdout
