@@ -238,6 +238,7 @@ class Trainer:
         self._saved_episodes: list[dict] | None = None  # episodes in progress at the checkpoint
         self._pending_metrics: list[dict[str, float]] = []  # updates since the last metric row
         self._update_seconds = 0.0
+        self._env_timing = [0, 0.0]  # environment steps and their seconds since the last row
         self._last_episode: dict[str, float] = {}
         if checkpoint is not None:
             try:
@@ -396,7 +397,7 @@ class Trainer:
             elif counters["pending_updates"] > 0:
                 # The budget is spent and no episode has ended: learn from the cut episodes.
                 for episode in self.online_episodes.cut_all(counters):
-                    self._store_episode(episode, time.time())
+                    self._store_episode(episode)
             else:
                 return
             self.stop.check()
@@ -417,21 +418,19 @@ class Trainer:
             batch = self.online_episodes.observations()
             actions[policy_rows] = self._act({k: v[policy_rows] for k, v in batch.items()}, deterministic=False)
         for episode in self.online_episodes.step(actions, counters):
-            self._store_episode(episode, started)
+            self._store_episode(episode)
         counters["env_step"] += count
+        self._env_timing[0] += count
+        self._env_timing[1] += time.time() - started
         # utd updates per step, none for the warm-up steps.
         counters["pending_updates"] += sum(first + i >= cfg.algo.warmup_steps for i in range(count)) * cfg.algo.utd
         bar.total = max(bar.total, counters["env_step"])  # the last lock-step may overshoot
         bar.update(count)
 
-    def _store_episode(self, episode, started: float) -> None:
+    def _store_episode(self, episode) -> None:
         self.online_replay.add_episode(**episode.replay_arrays())
         self.counters["episodes"] += 1
-        self._last_episode = {
-            "episode_return": episode.episode_return,
-            "episode_success": float(episode.success),
-            "env_steps_per_s": self.cfg.num_envs / max(time.time() - started, 1e-9),
-        }
+        self._last_episode = {"episode_return": episode.episode_return, "episode_success": float(episode.success)}
 
     def _update(self, batch: dict) -> None:
         started = time.perf_counter()
@@ -505,6 +504,10 @@ class Trainer:
             result = self.evaluate()
             row.update(eval_success_rate=result.success_rate, eval_return=result.mean_return)
         if owed["phase"] == "online":
+            steps, seconds = self._env_timing
+            if seconds > 0:  # stepping time only (policy calls included), no update or evaluation
+                self._last_episode["env_steps_per_s"] = steps / seconds
+                self._env_timing = [0, 0.0]
             row.update(self._last_episode)
         self.logger.log(owed["phase"], step, self.counters["env_step"], row)
         self._pending_metrics, self._update_seconds = [], 0.0

@@ -39,3 +39,26 @@ def test_make_agent_resolves_auto_as_the_machine_allows():
     encoder = OmegaConf.structured(EncoderConfig(channels=4, strides=[2], feature_dim=8))
     agent = make_agent(algo, encoder, ObsSpec(("agentview_image",), (3, 16, 16), 3, 2), CPU, "auto")
     assert agent.precision == choose_precision("auto", CPU)[0]
+
+
+def test_a_cgroup_cpu_quota_is_read_and_unlimited_is_none(tmp_path):
+    from calql_vision.hardware import cgroup_cpu_limit
+
+    cpu_max = tmp_path / "cpu.max"
+    cpu_max.write_text("150000 100000\n")
+    assert cgroup_cpu_limit(cpu_max) == 1.5
+    cpu_max.write_text("max 100000\n")
+    assert cgroup_cpu_limit(cpu_max) is None
+    assert cgroup_cpu_limit(tmp_path / "absent") is None
+
+
+def test_threads_auto_is_the_usable_cores_and_an_explicit_value_is_kept():
+    import os
+
+    from calql_vision.hardware import choose_threads, usable_cores
+
+    assert choose_threads(3) == (3, "threads=3 as set")
+    threads, why = choose_threads(0)
+    assert threads == usable_cores() and why.startswith("auto:")
+    # Never more than the affinity mask allows, whatever the machine has in total.
+    assert 1 <= usable_cores() <= len(os.sched_getaffinity(0))
