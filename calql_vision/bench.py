@@ -78,13 +78,13 @@ def _algo_shape(algo) -> str:
     return ", ".join(parts)
 
 
-def time_env_steps(task, num_envs: int, steps: int) -> float:
+def time_env_steps(task, num_envs: int, steps: int, egl_device: int | None = None) -> float:
     """Environment steps/s of `num_envs` workers stepped in lock-step with random actions
     (after one untimed step each, so start-up is not counted)."""
     from envs.vector import EnvWorkers
 
     rng = np.random.default_rng(0)
-    with EnvWorkers(task, num_envs, seed=0) as workers:
+    with EnvWorkers(task, num_envs, seed=0, egl_device=egl_device) as workers:
         workers.reset({i: i for i in range(num_envs)})
         seeds = iter(range(num_envs, 10**9))
         done: list[int] = []
@@ -108,6 +108,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     from calql_vision.agents import ObsSpec, algorithm, make_agent
+    from calql_vision.evaluate import egl_device
     from calql_vision.hardware import choose_precision, choose_threads
     from calql_vision.replay import FrameReplay
     from calql_vision.train import resolve_device
@@ -157,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
 
     base_rate = None
     for num_envs in cfg.num_envs:
-        rate = time_env_steps(task, num_envs, cfg.env_steps)
+        rate = time_env_steps(task, num_envs, cfg.env_steps, egl_device(device))
         base_rate = base_rate or rate
         print(f"environment steps/s, num_envs={num_envs}: {rate:.1f} ({task.env_name}, {len(task.cameras)} camera(s) "
               f"at {task.image_size}px, rendering included; {rate / base_rate:.2f}x num_envs={cfg.num_envs[0]})")

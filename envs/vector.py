@@ -85,6 +85,9 @@ class _Worker:
         self.process = subprocess.Popen(
             [sys.executable, "-m", "envs.worker", str(child.fileno()), self.memory.name, json.dumps(task), str(seed)],
             pass_fds=(child.fileno(),), env=environment, cwd=REPO_ROOT,
+            # Its own session: a Ctrl-C in the terminal reaches the trainer, which stops at a
+            # safe point and closes its workers, not the workers in the middle of a step.
+            start_new_session=True,
         )
         child.close()
         self.description: dict[str, Any] | None = None

@@ -23,6 +23,7 @@ The first message is ("ready", description) once the training environment is bui
 from __future__ import annotations
 
 import json
+import signal
 import sys
 import traceback
 from multiprocessing import resource_tracker, shared_memory
@@ -119,6 +120,8 @@ class Worker:
 
 
 def main(argv: list[str]) -> int:
+    # Stops are the parent's business: a worker ends when told to or when the parent is gone.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     fd, memory_name, task_json, seed = argv
     connection = Connection(int(fd))
     try:

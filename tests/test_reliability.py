@@ -294,9 +294,9 @@ def test_a_second_trainer_on_a_held_run_is_refused(short_run, tmp_path):
     assert (run_dir / "config.yaml").read_bytes() == before
 
 
-def start_train(args: list[str]) -> subprocess.Popen:
+def start_train(args: list[str], new_session: bool = False) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "calql_vision.train", *args], cwd=ROOT,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=new_session)
 
 
 def wait_for(predicate, process: subprocess.Popen, timeout: float = 300) -> None:
@@ -431,14 +431,20 @@ def test_the_readme_and_help_name_exactly_the_settings_a_resume_may_change():
 
 @pytest.mark.slow
 def test_ctrl_c_while_training_saves_a_checkpoint_and_says_how_to_resume(lift_demos, tmp_path):
-    process = start_train([*TINY_TRAIN_ARGS, f"dataset={lift_demos}", "offline_steps=1000", "online_env_steps=15",
-                           "eval_every=1000", f"runs_root={tmp_path / 'runs'}"])
-    wait_for(lambda: any((tmp_path / "runs").glob("lift_visual/calql/*/checkpoints/latest.pt")), process)
-    process.send_signal(signal.SIGINT)
+    process = start_train([*TINY_TRAIN_ARGS, f"dataset={lift_demos}", "offline_steps=4", "online_env_steps=2000",
+                           "eval_every=1000", "num_envs=2", f"runs_root={tmp_path / 'runs'}"], new_session=True)
+    # In the online phase, where the trainer mostly waits for its environment workers.
+    wait_for(lambda: any((tmp_path / "runs").glob("lift_visual/calql/*/calibration/*.npz")), process)
+    time.sleep(1.0)
+    # As a terminal's Ctrl-C: to the whole foreground process group (environment workers
+    # included, had they been in it).
+    os.killpg(process.pid, signal.SIGINT)
     _, stderr = process.communicate(timeout=300)
     run_dir = the_run(tmp_path / "runs")
     assert process.returncode == 130 and "Traceback" not in stderr
     step = torch.load(run_dir / "checkpoints" / "latest.pt", weights_only=False)["counters"]["step"]
-    assert last_line(stderr) == (f"stopped by SIGINT at update {step}, env step 0: checkpoint "
+    env_step = torch.load(run_dir / "checkpoints" / "latest.pt", weights_only=False)["counters"]["env_step"]
+    assert env_step > 0
+    assert last_line(stderr) == (f"stopped by SIGINT at update {step}, env step {env_step}: checkpoint "
                                  f"{run_dir / 'checkpoints' / 'latest.pt'}. Continue with: "
                                  f"python -m calql_vision.train resume={run_dir}")
