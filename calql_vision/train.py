@@ -402,7 +402,7 @@ class Trainer:
                 return
             self.stop.check()
 
-    def _step_environments(self, bar) -> None:
+    def _step_environments(self, bar=None) -> None:
         """One lock-step step of every worker: one batched policy call (random actions during
         a random warm-up), then the updates those steps are owed."""
         cfg, counters = self.cfg, self.counters
@@ -424,8 +424,9 @@ class Trainer:
         self._env_timing[1] += time.time() - started
         # utd updates per step, none for the warm-up steps.
         counters["pending_updates"] += sum(first + i >= cfg.algo.warmup_steps for i in range(count)) * cfg.algo.utd
-        bar.total = max(bar.total, counters["env_step"])  # the last lock-step may overshoot
-        bar.update(count)
+        if bar is not None:
+            bar.total = max(bar.total, counters["env_step"])  # the last lock-step may overshoot
+            bar.update(count)
 
     def _store_episode(self, episode) -> None:
         self.online_replay.add_episode(**episode.replay_arrays())

@@ -150,11 +150,12 @@ def test_online_batches_mix_as_the_method_says(name, expected_offline, lift_demo
     trainer = build_trainer(name, lift_demos, tmp_path / "run", "batch_size=64")
     try:
         trainer.agent.on_online_start()
-        episode = trainer._collect_episode()
-        trainer.online_replay.add_episode(**episode.replay_arrays())
+        trainer.online_episodes.start(trainer.counters)
+        while trainer.counters["episodes"] == 0:  # one whole episode in the online replay
+            trainer._step_environments()
         batches = [trainer._online_batch() for _ in range(20)]
     finally:
-        trainer.env.close()
+        trainer.envs.close()
     rows = len(batches[0]["actions"])
     assert rows == 64 * trainer.agent.batch_slices
     shares = [offline_rows(trainer, b) / rows for b in batches]
@@ -167,7 +168,7 @@ def test_online_batches_mix_as_the_method_says(name, expected_offline, lift_demo
 
 def test_aca_seeds_the_online_buffer_with_the_best_offline_episodes(lift_demos, tmp_path):
     trainer = build_trainer("aca", lift_demos, tmp_path / "run", "algo.seed_top_episodes=2")
-    trainer.env.close()
+    trainer.envs.close()
     dataset = trainer.dataset
     demo_returns = {d: dataset.rewards[dataset.demo_of_transition == d].sum() for d in np.unique(dataset.demo_of_transition)}
     best = sorted(demo_returns, key=lambda d: -demo_returns[d])[:2]
