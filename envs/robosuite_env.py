@@ -12,6 +12,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from envs.render_quality import apply_render_quality, check_render_quality, resolve_render_quality
+
 # Low-dimensional keys kept in `info["low_dim"]` and written by the demo collector, named as
 # in robomimic datasets. "object" is robosuite's object-state vector (position first).
 LOW_DIM_KEYS = ("robot0_eef_pos", "robot0_eef_quat", "robot0_gripper_qpos", "robot0_joint_pos", "object")
@@ -24,6 +26,7 @@ class RobosuiteVisualEnv:
     Observations: {"<camera>_image": uint8 (3, H, W), upright; "proprio": float32 vector
     of `proprio_keys` concatenated}. Reward is 1.0 on the step that succeeds, else 0.0;
     success terminates the episode and reaching `horizon` steps truncates it.
+    `render_quality`: `full` (robosuite's renderer as it is) or `fast` (envs/render_quality.py).
     """
 
     action_dim = 7
@@ -38,6 +41,7 @@ class RobosuiteVisualEnv:
         control_freq: int = 20,
         proprio_keys: Sequence[str] = DEFAULT_PROPRIO_KEYS,
         seed: int | None = None,
+        render_quality: str = "full",
     ) -> None:
         import robosuite
 
@@ -50,6 +54,7 @@ class RobosuiteVisualEnv:
         unknown = [k for k in self.proprio_keys if k not in LOW_DIM_KEYS]
         if unknown:
             raise ValueError(f"unknown proprio_keys {unknown}; choose from {list(LOW_DIM_KEYS)}")
+        self.render_quality = check_render_quality(render_quality)
         self.env_kwargs: dict[str, Any] = dict(
             robots=[robot],
             controller_configs=robosuite.load_composite_controller_config(robot=robot),
@@ -71,6 +76,8 @@ class RobosuiteVisualEnv:
         )
         self._robosuite_version = robosuite.__version__
         self._env = robosuite.make(env_name, seed=seed, **self.env_kwargs)
+        if self.render_quality != "full":  # full is robosuite's own renderer, untouched
+            apply_render_quality(self._env.sim, self.render_quality)
         # robosuite samples observations on the FIRST physics substep of a control step, so
         # its obs lag the true state by almost a whole step (and no longer match get_state(),
         # which breaks state replay). We stop its own sampling and read every observation
@@ -92,12 +99,17 @@ class RobosuiteVisualEnv:
     # ------------------------------------------------------------------ metadata
     @property
     def env_args(self) -> dict[str, Any]:
-        """robomimic's `env_args` (type 1 = robosuite): enough to rebuild this env."""
+        """robomimic's `env_args` (type 1 = robosuite): enough to rebuild this env.
+
+        `render_quality` sits beside robomimic's keys, not in `env_kwargs`: robomimic passes
+        `env_kwargs` to `robosuite.make`, which rejects unknown keys, and reads only
+        `env_name`, `type`, `env_version` and `env_kwargs` from the rest."""
         return {
             "env_name": self.env_name,
             "type": 1,
             "env_version": self._robosuite_version,
             "env_kwargs": self.env_kwargs,
+            "render_quality": self.render_quality,
         }
 
     @property
@@ -120,6 +132,7 @@ class RobosuiteVisualEnv:
         if seed is not None:
             # robosuite's placement samplers share env.rng; reseed it in place.
             self._env.rng.bit_generator.state = np.random.default_rng(seed).bit_generator.state
+        self._use_own_gl_context()
         self._raw = self._env.reset()
         self._steps = 0
         self._done = False
@@ -137,6 +150,7 @@ class RobosuiteVisualEnv:
         # mj_step leaves positions (xpos) one physics substep behind qpos; recompute them so
         # the frame shows exactly the state that get_state() returns.
         self._env.sim.forward()
+        self._use_own_gl_context()
         self._raw = self._env._get_observations(force_update=True)
         self._steps += 1
         success = bool(self._env._check_success())
@@ -148,6 +162,7 @@ class RobosuiteVisualEnv:
 
     def render(self, camera: str = "agentview", size: int = 256) -> np.ndarray:
         """An upright HWC uint8 frame from any camera at any size (for videos)."""
+        self._use_own_gl_context()
         frame = self._env.sim.render(camera_name=camera, width=int(size), height=int(size))
         return np.ascontiguousarray(frame[::-1])
 
@@ -157,6 +172,7 @@ class RobosuiteVisualEnv:
 
     def reset_to(self, state: np.ndarray) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
         """Start an episode from a recorded state (same model: soft resets keep it)."""
+        self._use_own_gl_context()
         self._env.reset()
         self._env.sim.set_state_from_flattened(np.asarray(state, dtype=np.float64))
         self._env.sim.forward()
@@ -170,6 +186,15 @@ class RobosuiteVisualEnv:
         self._env.close()
 
     # ------------------------------------------------------------------ helpers
+    def _use_own_gl_context(self) -> None:
+        """Make this env's GL context current before it renders.
+
+        robosuite renders into whichever GL context is current, and each env makes its own
+        current only when it is built. With several envs in one process the others then draw
+        with the newest env's framebuffers: invisible while all are configured alike, wrong
+        pixels once their render qualities differ."""
+        self._env.sim._render_context_offscreen.gl_ctx.make_current()
+
     @staticmethod
     def _low_dim_value(key: str, raw: dict[str, np.ndarray]) -> np.ndarray:
         return raw["object-state"] if key == "object" else raw[key]
@@ -196,7 +221,10 @@ class RobosuiteVisualEnv:
 
 
 def make_env(task, seed: int | None = None) -> RobosuiteVisualEnv:
-    """Build the environment described by a task config (configs/task/<task>.yaml)."""
+    """Build the environment described by a task config (configs/task/<task>.yaml).
+
+    `task.render_quality=auto` builds a `fast` env here: following a dataset's setting is the
+    trainer's job, which resolves `auto` before it builds the env."""
     return RobosuiteVisualEnv(
         env_name=task.env_name,
         robot=task.robot,
@@ -206,4 +234,5 @@ def make_env(task, seed: int | None = None) -> RobosuiteVisualEnv:
         control_freq=task.control_freq,
         proprio_keys=list(task.proprio_keys),
         seed=seed,
+        render_quality=resolve_render_quality(task.render_quality),
     )
