@@ -22,7 +22,9 @@ DESCRIPTION = __doc__.splitlines()[0] + """
 
 Each episode starts from reset(seed = seed + i); Gaussian action noise of std `noise` is
 added to the scripted action and clipped to [-1, 1]. `episodes` is the number of rollouts;
-with only_success=true failed rollouts are not written.
+with only_success=true failed rollouts are not written. Frames are rendered with
+task.render_quality (auto collects `fast`), and the setting is recorded in the file's
+env_args (`render_quality`, beside robomimic's keys), so training can follow it.
 
 The file is written under a temporary name beside `out` (`.<name>.<pid>.tmp`) and moved into
 place only when complete. An existing `out` is an error unless overwrite=true; without it, a
@@ -121,6 +123,7 @@ def collect_demonstrations(
         "demos_written": kept,
         "success_rate": float(np.mean(successes)),
         "mean_length": float(np.mean(lengths)),
+        "render_quality": env.render_quality,
     }
 
 
@@ -178,7 +181,8 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     print(
         f"wrote {stats['demos_written']} demos to {stats['out']}: scripted success "
-        f"{stats['success_rate']:.0%} over {stats['episodes']} episodes, mean length {stats['mean_length']:.0f} steps"
+        f"{stats['success_rate']:.0%} over {stats['episodes']} episodes, mean length {stats['mean_length']:.0f} steps, "
+        f"render_quality={stats['render_quality']}"
     )
     return 0
 
