@@ -20,7 +20,9 @@ DESCRIPTION = __doc__.split("\n\n")[0] + """
 Updates are timed on a synthetic batch of the task's image and action shapes (no dataset
 needed), for each phase the algorithm has (offline, then online after its switch):
 `warmup` untimed updates, then the median of `windows` windows of `window_updates` updates.
-The first phase is timed again in the other precision (bf16 / fp32) beside the chosen one."""
+The first phase is timed again in the other precision (bf16 / fp32) beside the chosen one.
+Environment steps are rendered with task.render_quality (auto: fast, as a run without a
+dataset); `python -m calql_vision.bench_render` times both qualities side by side."""
 
 
 def synthetic_batch(image_keys, image_shape, proprio_dim, action_dim, batch_size, device) -> dict:
@@ -143,7 +145,8 @@ def main(argv: list[str] | None = None) -> int:
     env_rate = cfg.env_steps / (time.perf_counter() - start)
     env.close()
     print(f"environment steps/s: {env_rate:.1f} ({task.env_name}, {len(task.cameras)} camera(s) at "
-          f"{task.image_size}px, rendering included)")
+          f"{task.image_size}px, render_quality={env.render_quality}, rendering included; "
+          f"python -m calql_vision.bench_render compares full and fast)")
 
     replay = FrameReplay(1024, {k: image_shape for k in image_keys}, proprio_dim, action_dim)
     per_transition = replay.bytes_per_transition(mean_episode_length=task.horizon)
