@@ -22,7 +22,9 @@ needed), for each phase the algorithm has (offline, then online after its switch
 `warmup` untimed updates, then the median of `windows` windows of `window_updates` updates.
 The first phase is timed again in the other precision (bf16 / fp32) beside the chosen one.
 Environment steps/s are timed for each entry of `num_envs` (worker processes stepped in
-lock-step with random actions), with the ratio to the first."""
+lock-step with random actions), with the ratio to the first. They are rendered with
+task.render_quality (auto: fast, as a run without a dataset); `python -m calql_vision.bench_render`
+times both qualities side by side."""
 
 
 def synthetic_batch(image_keys, image_shape, proprio_dim, action_dim, batch_size, device) -> dict:
@@ -156,12 +158,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"gradient updates/s, {phases[0]}, precision {other} for comparison: {rival_rate:.2f} "
               f"(the chosen {agent.precision} runs {chosen_rate / rival_rate:.2f}x that)")
 
+    from envs.render_quality import resolve_render_quality
+
+    quality = resolve_render_quality(task.render_quality)
     base_rate = None
     for num_envs in cfg.num_envs:
         rate = time_env_steps(task, num_envs, cfg.env_steps, egl_device(device))
         base_rate = base_rate or rate
         print(f"environment steps/s, num_envs={num_envs}: {rate:.1f} ({task.env_name}, {len(task.cameras)} camera(s) "
-              f"at {task.image_size}px, rendering included; {rate / base_rate:.2f}x num_envs={cfg.num_envs[0]})")
+              f"at {task.image_size}px, render_quality={quality}, rendering included; {rate / base_rate:.2f}x num_envs={cfg.num_envs[0]})")
 
     replay = FrameReplay(1024, {k: image_shape for k in image_keys}, proprio_dim, action_dim)
     per_transition = replay.bytes_per_transition(mean_episode_length=task.horizon)

@@ -24,7 +24,9 @@ Each episode starts from reset(seed = seed + i); Gaussian action noise of std `n
 added to the scripted action and clipped to [-1, 1]. `episodes` is the number of rollouts;
 with only_success=true failed rollouts are not written. With num_envs=<n>, n environment
 processes record episodes at once; they are written in seed order, so the file is the same
-for any n.
+for any n. Frames are rendered with task.render_quality (auto collects `fast`), and the
+setting is recorded in the file's env_args (`render_quality`, beside robomimic's keys), so
+training can follow it.
 
 The file is written under a temporary name beside `out` (`.<name>.<pid>.tmp`) and moved into
 place only when complete. An existing `out` is an error unless overwrite=true; without it, a
@@ -91,6 +93,7 @@ def collect_demonstrations(
         "demos_written": kept,
         "success_rate": float(np.mean(successes)),
         "mean_length": float(np.mean(lengths)),
+        "render_quality": workers.render_quality,
     }
 
 
@@ -148,7 +151,8 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     print(
         f"wrote {stats['demos_written']} demos to {stats['out']}: scripted success "
-        f"{stats['success_rate']:.0%} over {stats['episodes']} episodes, mean length {stats['mean_length']:.0f} steps"
+        f"{stats['success_rate']:.0%} over {stats['episodes']} episodes, mean length {stats['mean_length']:.0f} steps, "
+        f"render_quality={stats['render_quality']}"
     )
     return 0
 

@@ -17,7 +17,7 @@ from omegaconf import DictConfig
 
 from calql_vision.atomic_file import atomic_file
 from calql_vision.config import THREADS_HELP, ConfigError, load_config, load_run_config
-from calql_vision.config_fields import AT_LEAST_0, AT_LEAST_1, Range, doc
+from calql_vision.config_fields import AT_LEAST_0, AT_LEAST_1, OneOf, Range, doc
 from calql_vision.run_dir import RunDir
 from calql_vision.stopping import exit_cleanly_on_sigterm
 
@@ -26,7 +26,10 @@ DESCRIPTION = __doc__.splitlines()[0] + """
 Rebuilds the task and the agent from <run>/config.yaml, loads a checkpoint (default
 <run>/checkpoints/latest.pt) and rolls out the deterministic policy for `episodes` episodes
 with scene seeds seed, seed+1, ...; by default the seeds of the training-time evaluations,
-so the numbers are comparable with eval_success_rate in metrics.csv. Writes
+so the numbers are comparable with eval_success_rate in metrics.csv. Frames are rendered
+as the run's task.render_quality says (runs from before the setting: full); render_quality=
+full|fast renders them the other way, to measure what a mismatch costs (the output directory
+then ends in -<quality>). Writes
 <run>/eval/<checkpoint name>-seed<seed>/summary.json (success rate with a Wilson 95%
 interval, returns, lengths, per-episode results) and episode_<i>.mp4 videos: the scene at
 video_size beside the policy's own camera view, with the step and success written on.
@@ -54,6 +57,10 @@ class EvaluateConfig:
     )
     video_camera: Optional[str] = doc(None, "camera shown in the videos; one of the task's cameras; null = the first")
     fps: int = doc(20, "frames per second of the videos (the task's control rate is 20 Hz by default)", valid=AT_LEAST_1)
+    render_quality: Optional[str] = doc(
+        None, "null = the run's task.render_quality; full | fast renders the episodes that way instead",
+        valid=OneOf(("full", "fast")),
+    )
     device: str = doc("auto", "auto (CUDA when present) | cpu | cuda | cuda:<i>")
     threads: int = doc(0, THREADS_HELP, valid=AT_LEAST_0)
     num_envs: int = doc(1, "environment processes running episodes at once (the results do not depend on it)",
@@ -203,6 +210,13 @@ def evaluate_run(cfg: DictConfig) -> tuple[dict[str, Any], Path]:
 
     seed = int(cfg.seed) if cfg.seed is not None else evaluation_seed(int(run_cfg.seed))
     out_dir = RunDir(run_dir).evaluation(checkpoint_path.stem, seed)
+    trained_quality = run_cfg.task.render_quality
+    if cfg.render_quality is not None and cfg.render_quality != trained_quality:
+        run_cfg.task.render_quality = cfg.render_quality
+        # Beside the run's own evaluation of these seeds, never over it.
+        out_dir = out_dir.with_name(f"{out_dir.name}-{cfg.render_quality}")
+        print(f"note: the run trained with render_quality={trained_quality}; evaluating with {cfg.render_quality}",
+              file=sys.stderr)
     threads, threads_why = choose_threads(cfg.threads)
     torch.set_num_threads(threads)
     device = resolve_device(cfg.device)
@@ -256,6 +270,7 @@ def evaluate_run(cfg: DictConfig) -> tuple[dict[str, Any], Path]:
         "task": run_cfg.task.name,
         "algo": run_cfg.algo.name,
         "seed": seed,
+        "render_quality": workers.render_quality,
         "episodes": len(result.episodes),
         "successes": successes,
         "success_rate": result.success_rate,
@@ -300,7 +315,8 @@ def main(argv: list[str] | None = None) -> int:
         f"{Path(summary['checkpoint']).name} (step {summary['step']}, env step {summary['env_step']}): "
         f"success {summary['successes']}/{summary['episodes']} = {summary['success_rate']:.0%} "
         f"(95% CI {low:.0%}-{high:.0%}), mean return {summary['mean_return']:.2f}, "
-        f"mean length {summary['mean_length']:.1f}, seeds {summary['seed']}..{summary['seed'] + summary['episodes'] - 1}"
+        f"mean length {summary['mean_length']:.1f}, seeds {summary['seed']}..{summary['seed'] + summary['episodes'] - 1}, "
+        f"render_quality={summary['render_quality']}"
     )
     print(f"wrote {out_dir}")
     return 0

@@ -97,8 +97,52 @@ def resolve_device(name: str) -> torch.device:
 
 
 def default_dataset_path(task) -> Path:
+    """data/<task>_scripted_<n>ep_noise<std>_<size>px[_<render quality>].hdf5; the render
+    quality is named unless it is `full`, so files collected before the setting existed (all
+    `full`) keep their names and are never taken for another quality's."""
+    from envs.render_quality import resolve_render_quality
+
     noise = f"{task.demo_noise:g}".replace(".", "p")
-    return Path("data") / f"{task.name}_scripted_{task.demo_episodes}ep_noise{noise}_{task.image_size}px.hdf5"
+    quality = resolve_render_quality(task.render_quality)
+    suffix = "" if quality == "full" else f"_{quality}"
+    return Path("data") / f"{task.name}_scripted_{task.demo_episodes}ep_noise{noise}_{task.image_size}px{suffix}.hdf5"
+
+
+def dataset_render_quality(path: Path) -> str:
+    """The render quality `path`'s frames were made with (`full` when the file has no record)."""
+    from datasets import DatasetError, read_env_args
+    from envs.render_quality import recorded_render_quality
+
+    try:
+        return recorded_render_quality(read_env_args(path), str(path))
+    except DatasetError:
+        raise
+    except ValueError as error:
+        raise DatasetError(str(error)) from None
+
+
+def resolve_task_render_quality(cfg) -> None:
+    """Settle task.render_quality=auto, before anything renders or config.yaml is written (so
+    evaluate and resume render the same way): the recorded setting of the dataset the run
+    trains on; `fast` when it reads none or collects the task's scripted demos (collected with
+    the setting this resolves to, into a file named by it)."""
+    from calql_vision.agents import algorithm
+    from envs.render_quality import resolve_render_quality
+
+    if cfg.task.render_quality != "auto":
+        return
+    reads_file = cfg.dataset is not None and algorithm(cfg.algo.name).uses_dataset
+    recorded = dataset_render_quality(Path(cfg.dataset)) if reads_file else None
+    cfg.task.render_quality = resolve_render_quality("auto", recorded)
+
+
+def warn_if_rendered_differently(path: Path, env) -> None:
+    """One line on stderr when the dataset's frames were rendered otherwise than the env's."""
+    from envs.render_quality import mismatch_warning
+
+    warning = mismatch_warning(str(path), dataset_render_quality(path), env.render_quality)
+    if warning:
+        print(warning, file=sys.stderr)
 
 
 def prepare_dataset(cfg) -> Path:
@@ -160,6 +204,7 @@ class Trainer:
         from calql_vision.evaluate import egl_device
         from calql_vision.hardware import choose_precision, choose_threads
         from envs.vector import EnvWorkers
+        from envs.render_quality import WHAT_EACH_RENDERS
 
         self.cfg = cfg
         self.run_dir = run
@@ -174,8 +219,11 @@ class Trainer:
         print(f"device: {self.device}; precision: {self.precision} ({why}); torch threads: {threads} ({threads_why})")
 
         self.algorithm = algorithm(cfg.algo.name)
+        resolve_task_render_quality(cfg)  # new runs have it settled already; kept for direct callers
         # The environments run in worker processes, stepped in lock-step (envs/vector.py).
         self.envs = EnvWorkers(cfg.task, cfg.num_envs, seed=cfg.seed, egl_device=egl_device(self.device))
+        quality = self.envs.render_quality
+        print(f"render quality: {quality} ({WHAT_EACH_RENDERS[quality]})")
         try:
             self._build(checkpoint, init_state)
         except BaseException:  # the worker processes go with a trainer that never started
@@ -208,6 +256,7 @@ class Trainer:
                 max_demos=cfg.max_demos,
             )
             check_dataset_matches_env(self.dataset, self.envs, dataset_path)
+            warn_if_rendered_differently(dataset_path, self.envs)
             self.offline_replay = FrameReplay.from_dataset(self.dataset)
             self.heldout_replay = self._load_heldout(dataset_path, masks)
         # Chosen once: they size the online buffer now and are copied into it at the switch.
@@ -754,6 +803,7 @@ def new_launch(argv: list[str]) -> Launch:
         if not Path(cfg.dataset).is_file():
             raise ConfigError(f"dataset={cfg.dataset}: no such file")
         read_mask_names(cfg.dataset)  # DatasetError for a file that is not readable HDF5
+    resolve_task_render_quality(cfg)
     init_state = init_from_checkpoint(cfg) if cfg.init_from is not None else None
     run = RunDir.create(cfg.runs_root, cfg.task.name, cfg.algo.name)
     try:

@@ -7,6 +7,7 @@ from datasets.robomimic_hdf5 import (
     TransitionDataset,
     describe,
     load_robomimic_hdf5,
+    read_env_args,
     read_mask_names,
 )
 
@@ -17,6 +18,7 @@ __all__ = [
     "describe",
     "fail_forever_value",
     "load_robomimic_hdf5",
+    "read_env_args",
     "read_mask_names",
     "reward_to_go",
     "transform_rewards",

@@ -8,6 +8,7 @@ peak memory is the final arrays plus one chunk, never two copies of the frames.
 """
 from __future__ import annotations
 
+import json
 import os
 import re
 import warnings
@@ -223,6 +224,24 @@ def read_mask_names(path: str | os.PathLike) -> dict[str, int] | None:
                 raise _error(path, None, f"mask/{name}", "expected a 1-D array of demo names")
             sizes[name] = item.shape[0]
         return sizes
+
+
+def read_env_args(path: str | os.PathLike) -> dict | None:
+    """The file's `data` attribute `env_args` (robomimic's environment metadata) as a dict;
+    None when the file has none. Opens the file as load_robomimic_hdf5 does (same errors)."""
+    path = os.fspath(path)
+    with _open_hdf5(path) as handle, _reading(path, None, "data"):
+        data = _data_group(handle, path)
+        if "env_args" not in data.attrs:
+            return None
+        raw = data.attrs["env_args"]
+    try:
+        env_args = json.loads(raw.decode() if isinstance(raw, bytes) else str(raw))
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise _error(path, None, "data/env_args", f"not JSON ({error})") from None
+    if not isinstance(env_args, dict):
+        raise _error(path, None, "data/env_args", "expected a JSON object")
+    return env_args
 
 
 def _open_hdf5(path: str) -> h5py.File:

@@ -12,6 +12,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from envs.render_quality import apply_render_quality, check_render_quality, resolve_render_quality
+
 # Low-dimensional keys kept in `info["low_dim"]` and written by the demo collector, named as
 # in robomimic datasets. "object" is robosuite's object-state vector (position first).
 LOW_DIM_KEYS = ("robot0_eef_pos", "robot0_eef_quat", "robot0_gripper_qpos", "robot0_joint_pos", "object")
@@ -24,6 +26,7 @@ class RobosuiteVisualEnv:
     Observations: {"<camera>_image": uint8 (3, H, W), upright; "proprio": float32 vector
     of `proprio_keys` concatenated}. Reward is 1.0 on the step that succeeds, else 0.0;
     success terminates the episode and reaching `horizon` steps truncates it.
+    `render_quality`: `full` (robosuite's renderer as it is) or `fast` (envs/render_quality.py).
     """
 
     action_dim = 7
@@ -38,6 +41,7 @@ class RobosuiteVisualEnv:
         control_freq: int = 20,
         proprio_keys: Sequence[str] = DEFAULT_PROPRIO_KEYS,
         seed: int | None = None,
+        render_quality: str = "full",
     ) -> None:
         import robosuite
 
@@ -50,6 +54,7 @@ class RobosuiteVisualEnv:
         unknown = [k for k in self.proprio_keys if k not in LOW_DIM_KEYS]
         if unknown:
             raise ValueError(f"unknown proprio_keys {unknown}; choose from {list(LOW_DIM_KEYS)}")
+        self.render_quality = check_render_quality(render_quality)
         self.env_kwargs: dict[str, Any] = dict(
             robots=[robot],
             controller_configs=robosuite.load_composite_controller_config(robot=robot),
@@ -71,6 +76,8 @@ class RobosuiteVisualEnv:
         )
         self._robosuite_version = robosuite.__version__
         self._env = robosuite.make(env_name, seed=seed, **self.env_kwargs)
+        if self.render_quality != "full":  # full is robosuite's own renderer, untouched
+            apply_render_quality(self._env.sim, self.render_quality)
         # robosuite samples observations on the FIRST physics substep of a control step, so
         # its obs lag the true state by almost a whole step (and no longer match get_state(),
         # which breaks state replay). We stop its own sampling and read every observation
@@ -92,12 +99,17 @@ class RobosuiteVisualEnv:
     # ------------------------------------------------------------------ metadata
     @property
     def env_args(self) -> dict[str, Any]:
-        """robomimic's `env_args` (type 1 = robosuite): enough to rebuild this env."""
+        """robomimic's `env_args` (type 1 = robosuite): enough to rebuild this env.
+
+        `render_quality` sits beside robomimic's keys, not in `env_kwargs`: robomimic passes
+        `env_kwargs` to `robosuite.make`, which rejects unknown keys, and reads only
+        `env_name`, `type`, `env_version` and `env_kwargs` from the rest."""
         return {
             "env_name": self.env_name,
             "type": 1,
             "env_version": self._robosuite_version,
             "env_kwargs": self.env_kwargs,
+            "render_quality": self.render_quality,
         }
 
     @property
@@ -120,6 +132,7 @@ class RobosuiteVisualEnv:
         if seed is not None:
             # robosuite's placement samplers share env.rng; reseed it in place.
             self._env.rng.bit_generator.state = np.random.default_rng(seed).bit_generator.state
+        self.make_render_context_current()
         self._raw = self._env.reset()
         self._steps = 0
         self._done = False
@@ -137,6 +150,7 @@ class RobosuiteVisualEnv:
         # mj_step leaves positions (xpos) one physics substep behind qpos; recompute them so
         # the frame shows exactly the state that get_state() returns.
         self._env.sim.forward()
+        self.make_render_context_current()
         self._raw = self._env._get_observations(force_update=True)
         self._steps += 1
         success = bool(self._env._check_success())
@@ -148,13 +162,17 @@ class RobosuiteVisualEnv:
 
     def render(self, camera: str = "agentview", size: int = 256) -> np.ndarray:
         """An upright HWC uint8 frame from any camera at any size (for videos)."""
+        self.make_render_context_current()
         frame = self._env.sim.render(camera_name=camera, width=int(size), height=int(size))
         return np.ascontiguousarray(frame[::-1])
 
     def make_render_context_current(self) -> None:
-        """Make this environment's offscreen GL context the current one. robosuite renders
-        into the current context, so a process that holds several environments calls this
-        before using another one (each environment's context is made current when built)."""
+        """Make this environment's offscreen GL context the current one; called before every
+        render. robosuite renders into whichever context is current, and makes an env's own
+        current only when it is built: with several envs in one process (a worker's train and
+        eval envs) the others would draw with the newest env's framebuffers, which is
+        invisible while all are configured alike and wrong pixels once their render
+        qualities differ."""
         context = self._env.sim._render_context_offscreen  # noqa: SLF001
         if context is not None:
             context.gl_ctx.make_current()
@@ -165,6 +183,7 @@ class RobosuiteVisualEnv:
 
     def reset_to(self, state: np.ndarray) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
         """Start an episode from a recorded state (same model: soft resets keep it)."""
+        self.make_render_context_current()
         self._env.reset()
         self._env.sim.set_state_from_flattened(np.asarray(state, dtype=np.float64))
         self._env.sim.forward()
@@ -204,7 +223,10 @@ class RobosuiteVisualEnv:
 
 
 def make_env(task, seed: int | None = None) -> RobosuiteVisualEnv:
-    """Build the environment described by a task config (configs/task/<task>.yaml)."""
+    """Build the environment described by a task config (configs/task/<task>.yaml).
+
+    `task.render_quality=auto` builds a `fast` env here: following a dataset's setting is the
+    trainer's job, which resolves `auto` before it builds the env."""
     return RobosuiteVisualEnv(
         env_name=task.env_name,
         robot=task.robot,
@@ -214,4 +236,5 @@ def make_env(task, seed: int | None = None) -> RobosuiteVisualEnv:
         control_freq=task.control_freq,
         proprio_keys=list(task.proprio_keys),
         seed=seed,
+        render_quality=resolve_render_quality(task.render_quality),
     )

@@ -195,6 +195,11 @@ class EnvWorkers:
         return payload
 
     @property
+    def render_quality(self) -> str:
+        """How the workers render their frames: `full` or `fast` (envs/render_quality.py)."""
+        return self.env_args["render_quality"]
+
+    @property
     def num_envs(self) -> int:
         return len(self._workers)
 

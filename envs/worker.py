@@ -52,8 +52,8 @@ class Worker:
     def __init__(self, connection: Connection, memory_name: str, task: SimpleNamespace, seed: int) -> None:
         self.connection = connection
         self.task, self.seed = task, seed
+        # Each env makes its own GL context current before it renders (robosuite_env.py).
         self.envs = {"train": make_env(task, seed=seed)}
-        self.active = "train"
         self.memory = shared_memory.SharedMemory(name=memory_name)
         # The parent owns the block and unlinks it; without this, Python's resource tracker
         # would unlink it when this process exits, and warn about a "leak".
@@ -62,11 +62,6 @@ class Worker:
     def env(self, role: str) -> RobosuiteVisualEnv:
         if role not in self.envs:
             self.envs[role] = make_env(self.task, seed=self.seed)
-        if role != self.active:
-            # robosuite renders into whichever GL context is current, and each environment has
-            # its own: switching environments must switch contexts too.
-            self.envs[role].make_render_context_current()
-            self.active = role
         return self.envs[role]
 
     def publish(self, env: RobosuiteVisualEnv, obs: dict[str, np.ndarray]) -> np.ndarray:

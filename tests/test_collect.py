@@ -309,9 +309,12 @@ def test_full_disk_is_an_error_and_keeps_the_old_file(tmp_path):
 
 
 def test_env_args_rebuild_the_environment_with_plain_robosuite(lift_demos):
-    """What robomimic's playback does: robosuite.make(env_name, **env_kwargs), then states."""
+    """What robomimic's playback does: robosuite.make(env_name, **env_kwargs), then states;
+    the frames match once the file's recorded render_quality is applied."""
     import envs  # noqa: F401  (selects headless rendering before robosuite loads)
     import robosuite
+
+    from envs.render_quality import apply_render_quality
 
     with h5py.File(lift_demos, "r") as f:
         env_args = json.loads(f["data"].attrs["env_args"])
@@ -319,6 +322,8 @@ def test_env_args_rebuild_the_environment_with_plain_robosuite(lift_demos):
         recorded_eef = f["data/demo_2/obs/robot0_eef_pos"][5]
         recorded_image = f["data/demo_2/obs/agentview_image"][5]
     env = robosuite.make(env_args["env_name"], **env_args["env_kwargs"])
+    assert env_args["render_quality"] == "fast", "the default collection renders fast"
+    apply_render_quality(env.sim, env_args["render_quality"])
     env.reset()
     env.sim.set_state_from_flattened(state)
     env.sim.forward()

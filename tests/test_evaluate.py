@@ -162,6 +162,21 @@ def test_evaluate_a_named_checkpoint_without_video(tiny_run):
     assert sorted(p.name for p in out_dir.iterdir()) == ["summary.json"]
 
 
+def test_evaluate_renders_as_the_run_trained_or_as_asked_beside_it(tiny_run):
+    from calql_vision.config import load_config
+    from calql_vision.evaluate import DESCRIPTION, EvaluateConfig, evaluate_run
+
+    # The tiny run trained on demos collected with render_quality=auto (fast), and followed them.
+    assert (tiny_run / "config.yaml").read_text().count("render_quality: fast") == 1
+    args = [f"run={tiny_run}", "episodes=1", "video=false", "seed=11"]
+    own, own_dir = evaluate_run(load_config(EvaluateConfig, args, "calql_vision.evaluate", DESCRIPTION))
+    other, other_dir = evaluate_run(
+        load_config(EvaluateConfig, [*args, "render_quality=full"], "calql_vision.evaluate", DESCRIPTION)
+    )
+    assert own["render_quality"] == "fast" and other["render_quality"] == "full"
+    assert other_dir == own_dir.with_name(own_dir.name + "-full"), "never over the run's own evaluation"
+
+
 def test_missing_run_or_checkpoint_is_a_clear_error(tiny_run, tmp_path):
     missing_run = tmp_path / "no_such_run"
     result = run_program("calql_vision.evaluate", [f"run={missing_run}"])
