@@ -55,9 +55,10 @@ def success_curve(run: Run, offline_width: float) -> tuple[np.ndarray, np.ndarra
     return np.array([p[0] for p in points]), np.array([p[1] for p in points])
 
 
-def mean_band(curves: Sequence[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, ...]:
-    """Mean, min and max over runs on the union of their x values, each run interpolated inside
-    the range it has reached and never extrapolated. Drawn only where more than half of the runs
+def mean_band(curves: Sequence[tuple[np.ndarray, np.ndarray]], band: str = "range") -> tuple[np.ndarray, ...]:
+    """Mean and a band over runs on the union of their x values, each run interpolated inside
+    the range it has reached and never extrapolated. band "range": min and max; "ci95": the 95%
+    bootstrap interval of the mean (calql_vision.study). Drawn only where more than half of the runs
     have data, so one seed running ahead of the others does not make the mean jump at the end."""
     xs = np.unique(np.concatenate([x for x, _ in curves]))
     ys = np.full((len(curves), len(xs)), np.nan)
@@ -66,6 +67,11 @@ def mean_band(curves: Sequence[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarr
         ys[i, inside] = np.interp(xs[inside], x, y)
     keep = np.isfinite(ys).sum(0) > len(curves) / 2
     ys = ys[:, keep]
+    if band == "ci95":
+        from calql_vision.study import bootstrap_interval
+
+        low, high = np.array([bootstrap_interval(column[np.isfinite(column)]) for column in ys.T]).reshape(-1, 2).T
+        return xs[keep], np.nanmean(ys, 0), low, high
     return xs[keep], np.nanmean(ys, 0), np.nanmin(ys, 0), np.nanmax(ys, 0)
 
 
@@ -88,7 +94,8 @@ def _success_ticks(ax, runs: Sequence[Run], width: float, right: float) -> None:
     ax.set_xticks(ticks, labels)
 
 
-def plot_success(runs: Sequence[Run], out: Path) -> None:
+def plot_success(runs: Sequence[Run], out: Path, band: str = "range") -> None:
+    """band "range" (min-max over seeds) or "ci95" (95% bootstrap interval of the mean)."""
     plt = _pyplot()
     online_width = max((r.online_env_steps for r in runs), default=0)
     width = online_width or max((r.offline_steps for r in runs), default=1) or 1
@@ -103,7 +110,7 @@ def plot_success(runs: Sequence[Run], out: Path) -> None:
         for x, y in curves:
             ax.plot(x, y, "o-", color=colors[algo], alpha=0.3, markersize=3, linewidth=0.8, zorder=2)
             right = max(right, x[-1])
-        xs, mean, low, high = mean_band(curves)
+        xs, mean, low, high = mean_band(curves, band)
         n = sum(r.algo == algo for r in runs)
         seeds = f"mean of {len(curves)} seeds" if len(curves) > 1 else "1 seed"
         ax.plot(xs, mean, "o-", color=colors[algo], linewidth=2, markersize=4, zorder=3,
@@ -121,7 +128,8 @@ def plot_success(runs: Sequence[Run], out: Path) -> None:
     ax.set_xlabel("offline: gradient steps (rescaled)   |   online: environment steps")
     ax.set_ylabel("evaluation success rate")
     tasks = sorted({str(OmegaConf.select(r.config, "task.name", default="?")) for r in runs} - {"?"})
-    ax.set_title(f"Evaluation success{': ' * bool(tasks)}{', '.join(tasks)}  (thick: mean over seeds, band: min-max, thin: each seed)")
+    ax.set_title(f"Evaluation success{': ' * bool(tasks)}{', '.join(tasks)}  (thick: mean over seeds, band: "
+                 f"{'95% bootstrap interval of the mean' if band == 'ci95' else 'min-max'}, thin: each seed)")
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right", framealpha=0.9)
     fig.savefig(out, dpi=120)

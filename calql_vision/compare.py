@@ -1,0 +1,341 @@
+"""Compare algorithms over seeds: a grid of training runs, a table with 95% intervals, figures.
+
+    python -m calql_vision.compare task=lift_visual algos=[calql,cql] seeds=[0,1,2] jobs=2 \\
+        offline_steps=6000 online_env_steps=20000 eval_every=1000 eval_episodes=20
+    python -m calql_vision.compare task=lift_visual algos=[calql,wsrl] seeds=[0,1,2] wsrl:algo.utd=4
+"""
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Optional
+
+from omegaconf import OmegaConf
+
+from calql_vision.algo_configs import ALGO_SCHEMAS
+from calql_vision.atomic_file import atomic_file
+from calql_vision.config import ConfigError, TrainConfig, load_config
+from calql_vision.config_fields import AT_LEAST_1, UNIT, OneOf, Range, doc
+
+DESCRIPTION = __doc__.split("\n\n")[0] + """
+
+Every (algorithm, seed) pair is one `python -m calql_vision.train` process (at most `jobs` at
+once, each with `threads` torch threads) whose run directory goes under
+<out>/runs/seed<seed>/<task>/<algo>/. Any key=value that is not one of the keys below goes
+to every run (offline_steps=6000, num_envs=2, ...); `<algo>:<key>=<value>` goes to that
+algorithm's runs only (cql:algo.cql_weight=5). Every run's settings are checked before
+anything starts. `pretrain_from.<algo>=<source>` starts that algorithm's runs from the
+source algorithm's pretraining of the same seed (init_from; by default wsrl from calql when
+both are in the grid).
+
+A second call with the same `out` skips finished runs, resumes runs that were stopped or
+killed (from their newest checkpoint) and retries failed ones. A failing run is reported in
+<out>/jobs/ and the summary and does not stop the others. Ctrl-C stops every run at a safe
+point with a checkpoint.
+
+Writes <out>/summary.md: per algorithm, over seeds, the mean and a 95% bootstrap interval of
+the success at the switch to online (the last offline evaluation), the dip (how many points
+success falls below the switch value within the first `early_fraction` of the online phase),
+the online regret (mean of 1 - success over online evaluations), the final success, the
+environment steps until success first reaches `threshold`, and the calibration at the switch
+(mean Q against mean reward-to-go G on held-out demos); <out>/success.png (success across
+the switch, mean and 95% interval per algorithm) and <out>/calibration.png."""
+
+
+@dataclass
+class CompareConfig:
+    task: str = doc("lift_visual", "task of every run; configs/task/<name>.yaml")
+    algos: list = doc(["calql", "cql"], "algorithms compared", valid=OneOf(tuple(sorted(ALGO_SCHEMAS))))
+    seeds: list = doc([0, 1, 2], "seeds; one run per algorithm and seed", valid=Range(0))
+    jobs: int = doc(1, "training processes at once", valid=AT_LEAST_1)
+    threads: int = doc(1, "torch threads of each training process", valid=AT_LEAST_1)
+    out: Optional[str] = doc(None, "study directory; null = studies/<task>")
+    threshold: float = doc(0.5, "success rate whose first online crossing is reported in env steps", valid=UNIT)
+    early_fraction: float = doc(0.2, "the part of the online phase searched for the dip", valid=Range(0, 1, low_open=True))
+    pretrain_from: dict = doc({"wsrl": "calql"}, "algo -> algo whose pretraining (same seed) starts its runs")
+
+
+@dataclass
+class Job:
+    algo: str
+    seed: int
+    overrides: list[str]
+    source: Optional["Job"] = None  # the job whose pretraining this one starts from
+    process: Optional[subprocess.Popen] = field(default=None, repr=False)
+    started: float = 0.0
+
+    @property
+    def name(self) -> str:
+        return f"{self.algo}-seed{self.seed}"
+
+
+class Study:
+    """The study directory: runs, job records, logs, summary."""
+
+    def __init__(self, root: Path, task: str) -> None:
+        self.root, self.task = root, task
+
+    def runs_root(self, seed: int) -> Path:
+        return self.root / "runs" / f"seed{seed}"
+
+    def run_dirs(self, job: Job) -> list[Path]:
+        folder = self.runs_root(job.seed) / self.task / job.algo
+        return sorted(p for p in folder.iterdir() if (p / "config.yaml").is_file()) if folder.is_dir() else []
+
+    def record_path(self, job: Job) -> Path:
+        return self.root / "jobs" / f"{job.name}.json"
+
+    def log_path(self, job: Job) -> Path:
+        return self.root / "logs" / f"{job.name}.log"
+
+    def record(self, job: Job) -> dict[str, Any]:
+        path = self.record_path(job)
+        return json.loads(path.read_text()) if path.is_file() else {}
+
+    def write_record(self, job: Job, **values: Any) -> None:
+        path = self.record_path(job)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_file(path) as handle:
+            handle.write((json.dumps(values, indent=2) + "\n").encode())
+
+    def is_done(self, job: Job) -> bool:
+        record = self.record(job)
+        return record.get("status") == "done" and Path(record.get("run", "")).is_dir()
+
+    def run_dir(self, job: Job) -> Optional[Path]:
+        """The job's run: the recorded one, else the newest with a checkpoint to resume."""
+        record = self.record(job)
+        if record.get("run") and Path(record["run"]).is_dir():
+            return Path(record["run"])
+        resumable = [d for d in self.run_dirs(job) if (d / "checkpoints" / "latest.pt").is_file()
+                     or any((d / "checkpoints").glob("step_*.pt"))]
+        return resumable[-1] if resumable else None
+
+
+# ---------------------------------------------------------------------- the command line
+def split_arguments(argv: list[str]) -> tuple[list[str], list[str], dict[str, list[str]]]:
+    """(compare's own key=values, those for every run, those per algorithm)."""
+    own_keys = {f.name for f in fields(CompareConfig)}
+    own, shared, per_algo = [], [], {}
+    for arg in argv:
+        if arg in ("-h", "--help"):
+            own.append(arg)
+            continue
+        if "=" not in arg:
+            raise ConfigError(f"arguments are key=value pairs, got '{arg}' (see --help)")
+        key = arg.split("=", 1)[0]
+        if ":" in key:
+            algo, rest = arg.split(":", 1)
+            per_algo.setdefault(algo, []).append(rest)
+        elif key in own_keys or key.startswith("pretrain_from."):  # task.image_size=... is the runs
+            own.append(arg)
+        else:
+            shared.append(arg)
+    for key in ("algo", "seed", "threads", "runs_root", "resume", "init_from"):
+        if any(a.split("=", 1)[0] == key for a in shared):
+            raise ConfigError(f"{key}= is set by compare for each run; use "
+                              f"{'algos=[...]' if key == 'algo' else 'seeds=[...]' if key == 'seed' else 'the compare keys'}")
+    return own, shared, per_algo
+
+
+def plan(cfg, shared: list[str], per_algo: dict[str, list[str]]) -> list[Job]:
+    """The jobs, each run's settings checked now (ConfigError before anything starts)."""
+    algos = list(cfg.algos)
+    unknown = sorted(set(per_algo) - set(algos))
+    if unknown:
+        raise ConfigError(f"settings for {unknown}, which are not in algos={algos}")
+    if len(set(algos)) != len(algos) or len(set(cfg.seeds)) != len(cfg.seeds):
+        raise ConfigError(f"algos={algos} and seeds={list(cfg.seeds)} must not repeat")
+    sources = {a: s for a, s in dict(cfg.pretrain_from).items() if a in algos and s in algos}
+    from calql_vision.agents import algorithm, can_init_from
+
+    for algo, source in sources.items():
+        if not algorithm(source).pretrains or not can_init_from(algo, source):
+            raise ConfigError(f"pretrain_from.{algo}={source}: a {source} pretraining cannot start {algo}")
+    jobs: dict[tuple[str, int], Job] = {}
+    for algo in sorted(algos, key=lambda a: a in sources):  # sources first
+        overrides = [f"task={cfg.task}", f"algo={algo}", *shared, *per_algo.get(algo, [])]
+        from calql_vision.train import DESCRIPTION as TRAIN_DESCRIPTION, PRESETS
+
+        try:
+            load_config(TrainConfig, overrides, "calql_vision.train", TRAIN_DESCRIPTION, presets=PRESETS,
+                        base_file="base.yaml")
+        except ConfigError as error:
+            raise ConfigError(f"the {algo} runs: {error}") from None
+        for seed in cfg.seeds:
+            source = jobs.get((sources[algo], seed)) if algo in sources else None
+            jobs[(algo, seed)] = Job(algo, int(seed), overrides, source)
+    return [jobs[(a, int(s))] for a in algos for s in cfg.seeds]
+
+
+# ---------------------------------------------------------------------- running the grid
+def command(job: Job, study: Study, threads: int) -> list[str]:
+    run = study.run_dir(job)
+    if run is not None:  # stopped, killed or failed before: continue where it was
+        return [sys.executable, "-m", "calql_vision.train", f"resume={run}", f"threads={threads}"]
+    args = [*job.overrides, f"seed={job.seed}", f"threads={threads}", f"runs_root={study.runs_root(job.seed)}"]
+    if job.source is not None:
+        args.append(f"init_from={study.run_dir(job.source)}")
+    return [sys.executable, "-m", "calql_vision.train", *args]
+
+
+def run_grid(jobs: list[Job], study: Study, parallel: int, threads: int) -> dict[str, str]:
+    """Run every unfinished job; returns {job name: done | failed (why) | skipped (why)}."""
+    outcome = {job.name: "done (earlier)" for job in jobs if study.is_done(job)}
+    waiting = [job for job in jobs if job.name not in outcome]
+    running: list[Job] = []
+    total = len(waiting)
+    if total:
+        print(f"{len(outcome)} of {len(jobs)} runs finished earlier; running {total} ({parallel} at once)")
+    try:
+        while waiting or running:
+            for job in list(waiting):
+                if len(running) >= parallel:
+                    break
+                if job.source is not None and job.source.name not in outcome:
+                    continue  # its pretraining is still running
+                waiting.remove(job)
+                if job.source is not None and not outcome[job.source.name].startswith("done"):
+                    outcome[job.name] = f"skipped ({job.source.name} failed)"
+                    continue
+                for stale in study.run_dirs(job):  # begun but never checkpointed: nothing to resume
+                    if stale != study.run_dir(job):
+                        shutil.rmtree(stale)
+                study.log_path(job).parent.mkdir(parents=True, exist_ok=True)
+                log = open(study.log_path(job), "a")
+                job.process = subprocess.Popen(command(job, study, threads), stdout=log, stderr=subprocess.STDOUT)
+                log.close()
+                job.started = time.time()
+                running.append(job)
+                print(f"started {job.name} (log {study.log_path(job)})", flush=True)
+            time.sleep(0.5)
+            for job in [j for j in running if j.process.poll() is not None]:
+                running.remove(job)
+                code = job.process.returncode
+                minutes = (time.time() - job.started) / 60
+                run = study.run_dir(job) or (study.run_dirs(job) or [None])[-1]
+                status = "done" if code == 0 else "failed"
+                study.write_record(job, status=status, returncode=code, run=str(run) if run else None,
+                                   minutes=round(minutes, 2))
+                outcome[job.name] = "done" if code == 0 else f"failed (exit code {code}; {last_error(study.log_path(job))})"
+                finished = sum(1 for j in jobs if j.name in outcome)
+                print(f"[{finished}/{len(jobs)}] {job.name}: {outcome[job.name]} after {minutes:.1f} min", flush=True)
+    except KeyboardInterrupt:
+        # The runs got the same Ctrl-C (one process group): each stops at a safe point with a
+        # checkpoint; wait for them, so the next call resumes them.
+        for job in running:
+            job.process.wait()
+        raise
+    return outcome
+
+
+def last_error(log: Path) -> str:
+    lines = [line for line in log.read_text(errors="replace").replace("\r", "\n").splitlines() if line.strip()]
+    errors = [line for line in lines if line.startswith("error:") or "Error" in line]
+    return (errors or lines or ["no output"])[-1].strip()[:300]
+
+
+# ---------------------------------------------------------------------- the summary
+def summarize(cfg, jobs: list[Job], study: Study, outcome: dict[str, str]) -> str:
+    """summary.md and the figures; returns the table."""
+    from calql_vision.plotting.figures import plot_calibration, plot_success
+    from calql_vision.plotting.runs import Run, read_metrics
+    from calql_vision.study import aggregate, run_numbers, wilson_half_width
+
+    runs: dict[str, Run] = {}
+    for job in jobs:
+        run_dir = study.run_dir(job)
+        if outcome.get(job.name, "").startswith("done") and run_dir is not None:
+            config = OmegaConf.load(run_dir / "config.yaml")
+            runs[job.name] = Run(run_dir, job.name, config, read_metrics(run_dir / "metrics.csv"))
+    numbers = {}
+    for job in jobs:
+        if job.name not in runs:
+            continue
+        run = runs[job.name]
+        source = runs.get(job.source.name) if job.source is not None else None
+        switch_run = source or run
+        switch = run_numbers(switch_run.rows, switch_run.online_env_steps, cfg.threshold, cfg.early_fraction).switch
+        numbers[job.name] = run_numbers(run.rows, run.online_env_steps, cfg.threshold, cfg.early_fraction, switch)
+        snapshot = switch_run.calibration.get("offline")
+        if snapshot is not None and "q_valid" in snapshot and len(snapshot["q_valid"]):
+            numbers[job.name].q_switch = float(snapshot["q_valid"].mean())
+            numbers[job.name].g_switch = float(snapshot["g_valid"].mean())
+
+    header = ["algorithm", "runs", "success at switch", "dip (points)", "online regret", "final success",
+              f"env steps to {cfg.threshold:g}", "mean Q at switch", "mean G at switch"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for algo in cfg.algos:
+        mine = [numbers[j.name] for j in jobs if j.algo == algo and j.name in numbers]
+        reached = [n.steps_to_threshold for n in mine if n.steps_to_threshold is not None]
+        cells = [
+            algo, f"{len(mine)}/{len(cfg.seeds)}",
+            aggregate([n.switch for n in mine]).text(),
+            aggregate([n.dip for n in mine]).text(".1f"),
+            aggregate([n.regret for n in mine]).text(),
+            aggregate([n.final for n in mine]).text(),
+            f"{aggregate(reached).text('.0f')}; reached in {len(reached)}/{len(mine)}",
+            aggregate([n.q_switch for n in mine]).text(),
+            aggregate([n.g_switch for n in mine]).text(),
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    table = "\n".join(lines)
+
+    episodes = sorted({int(r.config.get("eval_episodes", 0)) for r in runs.values()} - {0})
+    size = ", ".join(f"{e} episodes (95% interval of one point: +/- {100 * wilson_half_width(e):.0f} points at "
+                     f"50% success)" for e in episodes) or "no run finished"
+    failed = [f"- {name}: {what}" for name, what in outcome.items() if not what.startswith("done")]
+    text = "\n\n".join([
+        f"# Study: {cfg.task}, algorithms {list(cfg.algos)}, seeds {list(cfg.seeds)}",
+        "Each cell: the mean over seeds and its 95% percentile-bootstrap interval "
+        f"({'10,000'} resamples of the seeds). The dip is searched in the first {cfg.early_fraction:.0%} "
+        "of the online phase; regret is the mean of 1 - success over the online evaluations; env steps to "
+        f"{cfg.threshold:g} averages the runs that reached it. Q and G: means on the held-out demos at the "
+        "switch (calibration/step_<n>.npz of the offline phase).",
+        f"Evaluation size: {size}.",
+        table,
+        "Runs that did not finish:\n" + "\n".join(failed) if failed else "Every run finished.",
+        "![success across the switch](success.png)\n\n![calibration](calibration.png)",
+    ]) + "\n"
+    if runs:
+        plot_success(list(runs.values()), study.root / "success.png", band="ci95")
+        plot_calibration(list(runs.values()), study.root / "calibration.png")
+    with atomic_file(study.root / "summary.md") as handle:
+        handle.write(text.encode())
+    return table
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    try:
+        own, shared, per_algo = split_arguments(argv)
+        cfg = load_config(CompareConfig, own, "calql_vision.compare", DESCRIPTION)
+        jobs = plan(cfg, shared, per_algo)
+    except ConfigError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    study = Study(Path(cfg.out or f"studies/{cfg.task}"), cfg.task)
+    study.root.mkdir(parents=True, exist_ok=True)
+    with atomic_file(study.root / "study.yaml") as handle:
+        handle.write(OmegaConf.to_yaml({"compare": OmegaConf.to_container(cfg), "every_run": shared,
+                                        "per_algorithm": per_algo}).encode())
+    try:
+        outcome = run_grid(jobs, study, cfg.jobs, cfg.threads)
+    except KeyboardInterrupt:
+        print(f"stopped: the runs saved checkpoints; the same command continues them (out={study.root})",
+              file=sys.stderr)
+        return 128 + signal.SIGINT
+    table = summarize(cfg, jobs, study, outcome)
+    print(table)
+    print(f"wrote {study.root / 'summary.md'}")
+    return 0 if all(v.startswith("done") for v in outcome.values()) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

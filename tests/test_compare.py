@@ -1,0 +1,74 @@
+"""The compare program: a tiny grid of real training runs in a subprocess."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import TINY_TRAIN_ARGS
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def run_compare(args: list[str]) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "calql_vision.compare", *args], cwd=ROOT, capture_output=True,
+                          text=True, timeout=900)
+
+
+def table_row(summary: str, algo: str) -> list[str]:
+    (line,) = [line for line in summary.splitlines() if line.startswith(f"| {algo} |")]
+    return [cell.strip() for cell in line.strip("|").split("|")]
+
+
+@pytest.mark.slow
+def test_a_tiny_grid_writes_its_table_skips_finished_runs_and_survives_a_failing_one(lift_demos, tmp_path):
+    out = tmp_path / "study"
+    args = [*TINY_TRAIN_ARGS, "algos=[calql,cql]", "seeds=[0,1]", "jobs=2", f"out={out}", f"dataset={lift_demos}",
+            "offline_steps=4", "online_env_steps=30", "eval_every=4",
+            "cql:algo.critic_lr=1e8"]  # every cql run diverges at once; the calql runs must not care
+    first = run_compare(args)
+    assert first.returncode == 1, first.stderr[-3000:]
+
+    summary = (out / "summary.md").read_text()
+    calql, cql = table_row(summary, "calql"), table_row(summary, "cql")
+    assert calql[1] == "2/2" and cql[1] == "0/2"
+    assert set(cql[2:]) == {"-", "-; reached in 0/0"}, cql
+    # Two seeds give a mean and an interval in every defined cell ("-" where undefined).
+    assert calql[2].count("[") == 1 and calql[4].count("[") == 1, calql
+    assert "cql-seed0: failed (exit code 3; error: training diverged" in summary
+    assert "Evaluation size: 1 episodes" in summary
+    for figure in ("success.png", "calibration.png"):
+        assert (out / figure).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    records = {p.stem: json.loads(p.read_text()) for p in (out / "jobs").glob("*.json")}
+    assert {name: r["status"] for name, r in records.items()} == {
+        "calql-seed0": "done", "calql-seed1": "done", "cql-seed0": "failed", "cql-seed1": "failed"}
+    for seed in (0, 1):
+        (run_dir,) = (out / "runs" / f"seed{seed}" / "lift_visual" / "calql").iterdir()
+        assert records[f"calql-seed{seed}"]["run"] == str(run_dir)
+        assert "seed: %d" % seed in (run_dir / "config.yaml").read_text()
+    finished = {name: Path(r["run"], "metrics.csv").stat().st_mtime_ns for name, r in records.items()
+                if r["status"] == "done"}
+
+    second = run_compare(args)
+    assert second.returncode == 1, second.stderr[-3000:]
+    assert "2 of 4 runs finished earlier; running 2" in second.stdout
+    assert "started calql" not in second.stdout, "finished runs are not run again"
+    for name, mtime in finished.items():
+        assert Path(records[name]["run"], "metrics.csv").stat().st_mtime_ns == mtime
+    assert table_row((out / "summary.md").read_text(), "calql") == calql
+
+
+def test_a_bad_setting_for_one_algorithm_stops_before_anything_starts(tmp_path):
+    out = tmp_path / "study"
+    result = run_compare(["algos=[calql,cql]", "seeds=[0]", f"out={out}", "cql:algo.critic_lr=0"])
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == ["error: the cql runs: algo.critic_lr=0.0: expected > 0"]
+    assert not out.exists(), "no study directory for a study that never began"
+
+
+def test_compare_sets_seed_and_algo_itself(tmp_path):
+    result = run_compare(["seed=3", f"out={tmp_path / 'study'}"])
+    assert result.returncode == 2 and "seed= is set by compare for each run; use seeds=[...]" in result.stderr
