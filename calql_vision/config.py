@@ -242,6 +242,9 @@ class TrainConfig:
     algo: AlgoConfig = field(default_factory=CalQLConfig)
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
     dataset: Optional[str] = doc(None, "robomimic-layout HDF5 to pretrain on; null = the task's scripted demos (collected once)")
+    allow_render_mismatch: bool = doc(
+        False, "train although the dataset's frames were rendered with another task.render_quality (README, Render quality)"
+    )
     filter_key: Optional[str] = doc("train", "mask/<key> of the dataset to train on (all demos if the file has no masks)")
     max_demos: Optional[int] = doc(None, "use at most this many demos", valid=AT_LEAST_1)
     reward_scale: float = doc(1.0, "r' = scale * r + bias, for both phases")

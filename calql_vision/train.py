@@ -125,15 +125,22 @@ def resolve_task_render_quality(cfg) -> None:
     """Settle task.render_quality=auto, before anything renders or config.yaml is written (so
     evaluate and resume render the same way): the recorded setting of the dataset the run
     trains on; `fast` when it reads none or collects the task's scripted demos (collected with
-    the setting this resolves to, into a file named by it)."""
+    the setting this resolves to, into a file named by it). An explicit setting other than
+    the dataset's is a ConfigError unless allow_render_mismatch: measured, a policy trained on
+    one kind of frame lost half its success on the other."""
     from calql_vision.agents import algorithm
-    from envs.render_quality import resolve_render_quality
+    from envs.render_quality import WHAT_EACH_RENDERS, resolve_render_quality
 
-    if cfg.task.render_quality != "auto":
-        return
     reads_file = cfg.dataset is not None and algorithm(cfg.algo.name).uses_dataset
     recorded = dataset_render_quality(Path(cfg.dataset)) if reads_file else None
-    cfg.task.render_quality = resolve_render_quality("auto", recorded)
+    if cfg.task.render_quality == "auto":
+        cfg.task.render_quality = resolve_render_quality("auto", recorded)
+    elif recorded is not None and recorded != cfg.task.render_quality and not cfg.allow_render_mismatch:
+        raise ConfigError(
+            f"dataset={cfg.dataset} was rendered with render_quality={recorded} ({WHAT_EACH_RENDERS[recorded]}) but "
+            f"task.render_quality={cfg.task.render_quality}; a policy trained on one kind of frame acts poorly on the "
+            f"other (README, Render quality): use task.render_quality=auto, or allow_render_mismatch=true"
+        )
 
 
 def warn_if_rendered_differently(path: Path, env) -> None:

@@ -154,11 +154,20 @@ def test_auto_follows_the_dataset_into_the_runs_config(full_record_demos, tmp_pa
         launch.abandon()
 
 
-def test_an_explicit_mismatch_warns_in_one_line(full_record_demos, tmp_path, capsys):
+def test_an_explicit_mismatch_is_an_error_unless_allowed_then_a_warning(full_record_demos, tmp_path, capsys):
+    from calql_vision.config import ConfigError
     from calql_vision.train import Trainer, build
 
-    launch = build([*TINY_TRAIN_ARGS, "task.image_size=32", f"dataset={full_record_demos}", f"runs_root={tmp_path}",
-                    "task.render_quality=fast"])
+    args = [*TINY_TRAIN_ARGS, "task.image_size=32", f"dataset={full_record_demos}", f"runs_root={tmp_path}",
+            "task.render_quality=fast"]
+    with pytest.raises(ConfigError) as error:
+        build(args)
+    assert str(error.value).startswith(f"dataset={full_record_demos} was rendered with render_quality=full "
+                                       "(4x multisampling, reflections) but task.render_quality=fast")
+    assert "allow_render_mismatch=true" in str(error.value) and "\n" not in str(error.value)
+    assert not (tmp_path / "lift_visual").exists(), "no run directory for a run that never began"
+
+    launch = build([*args, "allow_render_mismatch=true"])
     try:
         trainer = Trainer(launch.cfg, launch.run)
         trainer.envs.close()
