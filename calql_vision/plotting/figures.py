@@ -128,8 +128,9 @@ def plot_success(runs: Sequence[Run], out: Path, band: str = "range") -> None:
     ax.set_xlabel("offline: gradient steps (rescaled)   |   online: environment steps")
     ax.set_ylabel("evaluation success rate")
     tasks = sorted({str(OmegaConf.select(r.config, "task.name", default="?")) for r in runs} - {"?"})
-    ax.set_title(f"Evaluation success{': ' * bool(tasks)}{', '.join(tasks)}  (thick: mean over seeds, band: "
-                 f"{'95% bootstrap interval of the mean' if band == 'ci95' else 'min-max'}, thin: each seed)")
+    ax.set_title(f"Evaluation success{': ' * bool(tasks)}{', '.join(tasks)}\n(thick: mean over seeds, band: "
+                 f"{'95% bootstrap interval of the mean' if band == 'ci95' else 'min-max'}, thin: each seed)",
+                 fontsize=11)
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right", framealpha=0.9)
     fig.savefig(out, dpi=120)
