@@ -127,7 +127,7 @@ def resolve_task_render_quality(cfg) -> None:
     trains on; `fast` when it reads none or collects the task's scripted demos (collected with
     the setting this resolves to, into a file named by it). An explicit setting other than
     the dataset's is a ConfigError unless allow_render_mismatch: measured, a policy trained on
-    one kind of frame lost half its success on the other."""
+    full frames lost half its success on fast ones."""
     from calql_vision.agents import algorithm
     from envs.render_quality import WHAT_EACH_RENDERS, resolve_render_quality
 
@@ -138,8 +138,8 @@ def resolve_task_render_quality(cfg) -> None:
     elif recorded is not None and recorded != cfg.task.render_quality and not cfg.allow_render_mismatch:
         raise ConfigError(
             f"dataset={cfg.dataset} was rendered with render_quality={recorded} ({WHAT_EACH_RENDERS[recorded]}) but "
-            f"task.render_quality={cfg.task.render_quality}; a policy trained on one kind of frame acts poorly on the "
-            f"other (README, Render quality): use task.render_quality=auto, or allow_render_mismatch=true"
+            f"task.render_quality={cfg.task.render_quality}; a policy trained on one kind of frame can act much worse "
+            f"on the other (README, Render quality): use task.render_quality=auto, or allow_render_mismatch=true"
         )
 
 
