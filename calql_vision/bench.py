@@ -110,8 +110,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     from calql_vision.agents import ObsSpec, algorithm, make_agent
-    from calql_vision.evaluate import egl_device
-    from calql_vision.hardware import choose_precision, choose_threads
+    from calql_vision.hardware import choose_precision, choose_threads, egl_device
     from calql_vision.replay import FrameReplay
     from calql_vision.train import resolve_device
     from encoders.factory import count_parameters

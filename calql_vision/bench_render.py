@@ -64,18 +64,14 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    from envs import RobosuiteVisualEnv
+    from omegaconf import OmegaConf
+
+    from envs import make_env
     from envs.render_quality import RENDER_QUALITIES, WHAT_EACH_RENDERS
 
     task = cfg.task
-    envs = {
-        quality: RobosuiteVisualEnv(
-            task.env_name, robot=task.robot, cameras=list(task.cameras), image_size=task.image_size,
-            horizon=task.horizon, control_freq=task.control_freq, proprio_keys=list(task.proprio_keys),
-            seed=cfg.seed, render_quality=quality,
-        )
-        for quality in RENDER_QUALITIES
-    }
+    envs = {quality: make_env(OmegaConf.merge(task, {"render_quality": quality}), seed=cfg.seed)
+            for quality in RENDER_QUALITIES}
     camera, key = task.cameras[0], envs["full"].image_keys[0]
     print(f"CPU: {cpu_name()}; GL renderer: {gl_renderer()}")
     print(f"{task.env_name}, {len(task.cameras)} camera(s) at {task.image_size}px, {cfg.steps} steps per quality")

@@ -128,6 +128,7 @@ def build_policy(cfg: DictConfig, agent_state: dict[str, Any], device: Any, num_
     """The run's environment workers (envs.vector.EnvWorkers) and agent, with `agent_state`
     (a checkpoint's "agent") loaded."""
     from calql_vision.agents import ObsSpec, make_agent
+    from calql_vision.hardware import egl_device
     from envs.vector import EnvWorkers
 
     # The same construction seed as training, so nothing differs from its evaluations.
@@ -144,11 +145,6 @@ def build_policy(cfg: DictConfig, agent_state: dict[str, Any], device: Any, num_
         workers.close()
         raise
     return workers, agent
-
-
-def egl_device(device: Any) -> int | None:
-    """Render on the learner's GPU when there is one (MuJoCo's EGL picks it by index)."""
-    return (device.index or 0) if getattr(device, "type", None) == "cuda" else None
 
 
 def _read_checkpoint(path: Path) -> dict[str, Any]:

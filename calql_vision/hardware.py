@@ -75,3 +75,8 @@ def choose_threads(requested: int) -> tuple[int, str]:
         return requested, f"threads={requested} as set"
     cores = usable_cores()
     return cores, f"auto: {cores} usable core{'s' if cores != 1 else ''} (affinity mask and CPU quota)"
+
+
+def egl_device(device: torch.device) -> int | None:
+    """Render on the learner's GPU when there is one (MuJoCo's EGL picks it by index)."""
+    return (device.index or 0) if getattr(device, "type", None) == "cuda" else None

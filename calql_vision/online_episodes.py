@@ -49,16 +49,16 @@ class OnlineEpisodes:
             if len(saved) != self.workers.num_envs:
                 raise ValueError(f"the checkpoint holds {len(saved)} episodes in progress for {self.workers.num_envs} workers")
             self.slots = [EpisodeInProgress(int(s["seed"])) for s in saved]
-            self._replay([np.asarray(s["actions"], dtype=np.float64).reshape(-1, self.workers.action_dim) for s in saved],
-                         [s["last_proprio"] for s in saved])
         else:
             self.slots = [EpisodeInProgress(self._next_seed(counters)) for _ in range(self.workers.num_envs)]
-            for index, obs in self.workers.reset({i: s.seed for i, s in enumerate(self.slots)}).items():
-                self._begin(index, obs)
-
-    def _replay(self, actions: list[np.ndarray], last_proprio: list[np.ndarray | None]) -> None:
         for index, obs in self.workers.reset({i: s.seed for i, s in enumerate(self.slots)}).items():
             self._begin(index, obs)
+        if saved:
+            self._replay([np.asarray(s["actions"], dtype=np.float64).reshape(-1, self.workers.action_dim) for s in saved],
+                         [s["last_proprio"] for s in saved])
+
+    def _replay(self, actions: list[np.ndarray], last_proprio: list[np.ndarray | None]) -> None:
+        """Step the freshly reset workers through the saved actions and check where they end."""
         for t in range(max(map(len, actions))):
             step = {i: a[t] for i, a in enumerate(actions) if t < len(a)}
             for index, result in self.workers.step(step).items():

@@ -208,8 +208,7 @@ class Trainer:
         import calql_vision.evaluation  # noqa: F401
         import calql_vision.video  # noqa: F401
         from calql_vision.agents import algorithm
-        from calql_vision.evaluate import egl_device
-        from calql_vision.hardware import choose_precision, choose_threads
+        from calql_vision.hardware import choose_precision, choose_threads, egl_device
         from envs.vector import EnvWorkers
         from envs.render_quality import WHAT_EACH_RENDERS
 
