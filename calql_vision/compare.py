@@ -32,7 +32,9 @@ to every run (offline_steps=6000, num_envs=2, ...); `<algo>:<key>=<value>` goes 
 algorithm's runs only (cql:algo.cql_weight=5). Every run's settings are checked before
 anything starts. `pretrain_from.<algo>=<source>` starts that algorithm's runs from the
 source algorithm's pretraining of the same seed (init_from; by default wsrl from calql when
-both are in the grid).
+both are in the grid); their networks must have the same shape (algo.num_critics,
+algo.critic_layer_norm, algo.actor_layer_norm, algo.hidden_dims), or compare stops before
+starting and says what to set; pretrain_from.<algo>=null lets it pretrain itself.
 
 A second call with the same `out` skips finished runs, resumes runs that were stopped or
 killed (from their newest checkpoint) and retries failed ones. A failing run is reported in
@@ -154,24 +156,47 @@ def plan(cfg, shared: list[str], per_algo: dict[str, list[str]]) -> list[Job]:
         raise ConfigError(f"algos={algos} and seeds={list(cfg.seeds)} must not repeat")
     sources = {a: s for a, s in dict(cfg.pretrain_from).items() if a in algos and s in algos}
     from calql_vision.agents import algorithm, can_init_from
+    from calql_vision.train import DESCRIPTION as TRAIN_DESCRIPTION, PRESETS
 
     for algo, source in sources.items():
         if not algorithm(source).pretrains or not can_init_from(algo, source):
             raise ConfigError(f"pretrain_from.{algo}={source}: a {source} pretraining cannot start {algo}")
     jobs: dict[tuple[str, int], Job] = {}
+    settings = {}
     for algo in sorted(algos, key=lambda a: a in sources):  # sources first
         overrides = [f"task={cfg.task}", f"algo={algo}", *shared, *per_algo.get(algo, [])]
-        from calql_vision.train import DESCRIPTION as TRAIN_DESCRIPTION, PRESETS
-
         try:
-            load_config(TrainConfig, overrides, "calql_vision.train", TRAIN_DESCRIPTION, presets=PRESETS,
-                        base_file="base.yaml")
+            settings[algo] = load_config(TrainConfig, overrides, "calql_vision.train", TRAIN_DESCRIPTION,
+                                         presets=PRESETS, base_file="base.yaml")
         except ConfigError as error:
             raise ConfigError(f"the {algo} runs: {error}") from None
+        if algo in sources:
+            check_networks_fit(algo, settings[algo], sources[algo], settings[sources[algo]])
         for seed in cfg.seeds:
             source = jobs.get((sources[algo], seed)) if algo in sources else None
             jobs[(algo, seed)] = Job(algo, int(seed), overrides, source)
     return [jobs[(a, int(s))] for a in algos for s in cfg.seeds]
+
+
+# What init_from loads must have the same shape in the pretraining and in the runs it starts
+# (the encoder and image size come from the settings every run shares).
+NETWORK_KEYS = ("num_critics", "critic_layer_norm", "actor_layer_norm", "hidden_dims")
+
+
+def check_networks_fit(algo: str, settings, source: str, source_settings) -> None:
+    """A ConfigError, before anything starts, when `source`'s pretrained networks cannot be
+    loaded into `algo`'s runs (train would refuse init_from only after the pretraining)."""
+    def value(config, key):
+        found = OmegaConf.select(config, f"algo.{key}")
+        return OmegaConf.to_container(found) if OmegaConf.is_config(found) else found
+
+    differ = [(key, value(settings, key), value(source_settings, key)) for key in NETWORK_KEYS]
+    differ = [(key, mine, theirs) for key, mine, theirs in differ if mine != theirs]
+    if differ:
+        shown = ", ".join(f"algo.{key} {mine} against {theirs}" for key, mine, theirs in differ)
+        fixes = " ".join(f"{algo}:algo.{key}={str(theirs).lower().replace(' ', '')}" for key, _, theirs in differ)
+        raise ConfigError(f"pretrain_from.{algo}={source}: the networks differ ({shown}); set {fixes}, "
+                          f"or pretrain_from.{algo}=null to pretrain {algo} itself")
 
 
 # ---------------------------------------------------------------------- running the grid
@@ -204,8 +229,9 @@ def run_grid(jobs: list[Job], study: Study, parallel: int, threads: int) -> dict
                 if job.source is not None and not outcome[job.source.name].startswith("done"):
                     outcome[job.name] = f"skipped ({job.source.name} failed)"
                     continue
+                keep = study.run_dir(job)
                 for stale in study.run_dirs(job):  # begun but never checkpointed: nothing to resume
-                    if stale != study.run_dir(job):
+                    if stale != keep:
                         shutil.rmtree(stale)
                 study.log_path(job).parent.mkdir(parents=True, exist_ok=True)
                 log = open(study.log_path(job), "a")
@@ -246,7 +272,7 @@ def summarize(cfg, jobs: list[Job], study: Study, outcome: dict[str, str]) -> st
     """summary.md and the figures; returns the table."""
     from calql_vision.plotting.figures import plot_calibration, plot_success
     from calql_vision.plotting.runs import Run, read_metrics
-    from calql_vision.study import aggregate, run_numbers, wilson_half_width
+    from calql_vision.study import BOOTSTRAP_SAMPLES, aggregate, run_numbers, wilson_half_width
 
     runs: dict[str, Run] = {}
     for job in jobs:
@@ -255,15 +281,15 @@ def summarize(cfg, jobs: list[Job], study: Study, outcome: dict[str, str]) -> st
             config = OmegaConf.load(run_dir / "config.yaml")
             runs[job.name] = Run(run_dir, job.name, config, read_metrics(run_dir / "metrics.csv"))
     numbers = {}
-    for job in jobs:
+    for job in sorted(jobs, key=lambda j: j.source is not None):  # sources first: their switch is needed
         if job.name not in runs:
             continue
         run = runs[job.name]
         source = runs.get(job.source.name) if job.source is not None else None
-        switch_run = source or run
-        switch = run_numbers(switch_run.rows, switch_run.online_env_steps, cfg.threshold, cfg.early_fraction).switch
+        # A run started from another's pretraining has no offline evaluation: its switch is the source's.
+        switch = numbers[job.source.name].switch if source is not None else None
         numbers[job.name] = run_numbers(run.rows, run.online_env_steps, cfg.threshold, cfg.early_fraction, switch)
-        snapshot = switch_run.calibration.get("offline")
+        snapshot = (source or run).calibration.get("offline")
         if snapshot is not None and "q_valid" in snapshot and len(snapshot["q_valid"]):
             numbers[job.name].q_switch = float(snapshot["q_valid"].mean())
             numbers[job.name].g_switch = float(snapshot["g_valid"].mean())
@@ -294,7 +320,7 @@ def summarize(cfg, jobs: list[Job], study: Study, outcome: dict[str, str]) -> st
     text = "\n\n".join([
         f"# Study: {cfg.task}, algorithms {list(cfg.algos)}, seeds {list(cfg.seeds)}",
         "Each cell: the mean over seeds and its 95% percentile-bootstrap interval "
-        f"({'10,000'} resamples of the seeds). The dip is searched in the first {cfg.early_fraction:.0%} "
+        f"({BOOTSTRAP_SAMPLES:,} resamples of the seeds). The dip is searched in the first {cfg.early_fraction:.0%} "
         "of the online phase; regret is the mean of 1 - success over the online evaluations; env steps to "
         f"{cfg.threshold:g} averages the runs that reached it. Q and G: means on the held-out demos at the "
         "switch (calibration/step_<n>.npz of the offline phase).",

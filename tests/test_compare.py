@@ -69,6 +69,18 @@ def test_a_bad_setting_for_one_algorithm_stops_before_anything_starts(tmp_path):
     assert not out.exists(), "no study directory for a study that never began"
 
 
+def test_a_pretraining_whose_networks_do_not_fit_is_refused_before_anything_starts(tmp_path):
+    out = tmp_path / "study"
+    # WSRL's own defaults are 10 LayerNorm critics; Cal-QL pretrains 2 without LayerNorm.
+    result = run_compare(["algos=[calql,wsrl]", "seeds=[0]", f"out={out}"])
+    assert result.returncode == 2 and not out.exists()
+    assert result.stderr.strip().splitlines() == [
+        "error: pretrain_from.wsrl=calql: the networks differ (algo.num_critics 10 against 2, "
+        "algo.critic_layer_norm True against False, algo.actor_layer_norm True against False); set "
+        "wsrl:algo.num_critics=2 wsrl:algo.critic_layer_norm=false wsrl:algo.actor_layer_norm=false, "
+        "or pretrain_from.wsrl=null to pretrain wsrl itself"]
+
+
 def test_compare_sets_seed_and_algo_itself(tmp_path):
     result = run_compare(["seed=3", f"out={tmp_path / 'study'}"])
     assert result.returncode == 2 and "seed= is set by compare for each run; use seeds=[...]" in result.stderr
