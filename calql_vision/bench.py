@@ -17,14 +17,22 @@ from calql_vision.config import BenchConfig, ConfigError, load_config
 
 DESCRIPTION = __doc__.split("\n\n")[0] + """
 
-Updates are timed on a synthetic batch of the task's image and action shapes (no dataset
-needed), for each phase the algorithm has (offline, then online after its switch):
+Updates are timed on a synthetic batch of the task's observation and action shapes (no dataset
+needed; a task without cameras has a state vector only), for each phase the algorithm has (offline, then online after its switch):
 `warmup` untimed updates, then the median of `windows` windows of `window_updates` updates.
 The first phase is timed again in the other precision (bf16 / fp32) beside the chosen one.
 Environment steps/s are timed for each entry of `num_envs` (worker processes stepped in
 lock-step with random actions), with the ratio to the first. They are rendered with
 task.render_quality (auto: fast, as a run without a dataset); `python -m calql_vision.bench_render`
 times both qualities side by side."""
+
+
+def observation_sizes(task, egl_device: int | None) -> tuple[int, int]:
+    """(proprio or state size, action size) of the task, read off one environment."""
+    from envs.vector import EnvWorkers
+
+    with EnvWorkers(task, 1, egl_device=egl_device) as workers:
+        return workers.proprio_dim, workers.action_dim
 
 
 def synthetic_batch(image_keys, image_shape, proprio_dim, action_dim, batch_size, device) -> dict:
@@ -121,14 +129,15 @@ def main(argv: list[str] | None = None) -> int:
     task = cfg.task
     image_keys = [f"{camera}_image" for camera in task.cameras]
     image_shape = (3, task.image_size, task.image_size)
-    proprio_dim, action_dim = 9, 7
+    proprio_dim, action_dim = observation_sizes(task, egl_device(device))
     spec = ObsSpec(tuple(image_keys), image_shape, proprio_dim, action_dim)
     precision, why = choose_precision(cfg.precision, device)
     agent = make_agent(cfg.algo, cfg.encoder, spec, device, precision)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
     print(f"device: {name}; torch {torch.__version__}; precision {precision} ({why}); torch threads {threads} ({threads_why})")
     shape = f", channels {cfg.encoder.channels}, strides {list(cfg.encoder.strides)}" if cfg.encoder.kind == "conv" else ""
-    print(f"encoder: {cfg.encoder.kind} {count_parameters(agent.encoder):,} parameters{shape}; images {len(image_keys)}x{image_shape}; "
+    seen = f"images {len(image_keys)}x{image_shape} + {proprio_dim} proprio" if image_keys else f"state vector {proprio_dim}"
+    print(f"encoder: {cfg.encoder.kind} {count_parameters(agent.encoder):,} parameters{shape}; {seen}; "
           f"batch {cfg.batch_size}")
     print(f"algorithm: {cfg.algo.name} ({_algo_shape(cfg.algo)})")
     # Each phase the algorithm has, with its own losses: an online update may differ (WSRL's
@@ -164,8 +173,10 @@ def main(argv: list[str] | None = None) -> int:
     for num_envs in cfg.num_envs:
         rate = time_env_steps(task, num_envs, cfg.env_steps, egl_device(device))
         base_rate = base_rate or rate
-        print(f"environment steps/s, num_envs={num_envs}: {rate:.1f} ({task.env_name}, {len(task.cameras)} camera(s) "
-              f"at {task.image_size}px, render_quality={quality}, rendering included; {rate / base_rate:.2f}x num_envs={cfg.num_envs[0]})")
+        seen = (f"{len(task.cameras)} camera(s) at {task.image_size}px, render_quality={quality}, rendering included"
+                if task.cameras else "low-dim observations, nothing rendered")
+        print(f"environment steps/s, num_envs={num_envs}: {rate:.1f} ({task.env_name}, {seen}; "
+              f"{rate / base_rate:.2f}x num_envs={cfg.num_envs[0]})")
 
     replay = FrameReplay(1024, {k: image_shape for k in image_keys}, proprio_dim, action_dim)
     per_transition = replay.bytes_per_transition(mean_episode_length=task.horizon)

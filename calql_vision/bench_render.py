@@ -61,6 +61,9 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     try:
         cfg = load_config(RenderBenchConfig, argv, "calql_vision.bench_render", DESCRIPTION)
+        if not cfg.task.cameras:
+            raise ConfigError(f"task={cfg.task.name} has no cameras: its steps render nothing to time "
+                              "(python -m calql_vision.bench times its steps)")
     except ConfigError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -42,12 +42,16 @@ killed (from their newest checkpoint) and retries failed ones. A failing run is 
 point with a checkpoint.
 
 Writes <out>/summary.md: per algorithm, over seeds, the mean and a 95% bootstrap interval of
-the success at the switch to online (the last offline evaluation), the dip (how many points
-success falls below the switch value within the first `early_fraction` of the online phase),
-the online regret (mean of 1 - success over online evaluations), the final success, the
-environment steps until success first reaches `threshold`, and the calibration at the switch
-(mean Q against mean reward-to-go G on held-out demos); <out>/success.png (success across
-the switch, mean and 95% interval per algorithm) and <out>/calibration.png."""
+the success at the switch to online (the last offline evaluation) and of the stochastic
+policy's there (the success the online data starts with), the dip (how many points the worst
+online evaluation falls below the switch value; `plot` uses the same definition), the worst
+online success, the online regret (mean of 1 - success over online evaluations), the final
+success, the training episodes' success online, the environment steps until success first
+reaches `threshold`, the stability (mean change of success between neighbouring evaluations,
+offline and online) and the calibration at the switch (mean Q against mean reward-to-go G on
+held-out demos); <out>/success.png (success across the switch, mean and 95% interval per
+algorithm, stochastic and training episodes beside), <out>/calibration.png (every run, a
+panel per algorithm) and <out>/drift.png (what moved across the switch, per run)."""
 
 
 @dataclass
@@ -59,7 +63,6 @@ class CompareConfig:
     threads: int = doc(1, "torch threads of each training process", valid=AT_LEAST_1)
     out: Optional[str] = doc(None, "study directory; null = studies/<task>")
     threshold: float = doc(0.5, "success rate whose first online crossing is reported in env steps", valid=UNIT)
-    early_fraction: float = doc(0.2, "the part of the online phase searched for the dip", valid=Range(0, 1, low_open=True))
     pretrain_from: dict = doc({"wsrl": "calql"}, "algo -> algo whose pretraining (same seed) starts its runs")
 
 
@@ -270,7 +273,7 @@ def last_error(log: Path) -> str:
 # ---------------------------------------------------------------------- the summary
 def summarize(cfg, jobs: list[Job], study: Study, outcome: dict[str, str]) -> str:
     """summary.md and the figures; returns the table."""
-    from calql_vision.plotting.figures import plot_calibration, plot_success
+    from calql_vision.plotting.figures import plot_calibration, plot_drift, plot_success
     from calql_vision.plotting.runs import Run, read_metrics
     from calql_vision.study import BOOTSTRAP_SAMPLES, aggregate, run_numbers, wilson_half_width
 
@@ -287,15 +290,19 @@ def summarize(cfg, jobs: list[Job], study: Study, outcome: dict[str, str]) -> st
         run = runs[job.name]
         source = runs.get(job.source.name) if job.source is not None else None
         # A run started from another's pretraining has no offline evaluation: its switch is the source's.
-        switch = numbers[job.source.name].switch if source is not None else None
-        numbers[job.name] = run_numbers(run.rows, run.online_env_steps, cfg.threshold, cfg.early_fraction, switch)
+        given = numbers[job.source.name] if source is not None else None
+        numbers[job.name] = run_numbers(run.rows, cfg.threshold, given.switch if given else None,
+                                        given.stochastic_switch if given else None)
         snapshot = (source or run).calibration.get("offline")
         if snapshot is not None and "q_valid" in snapshot and len(snapshot["q_valid"]):
             numbers[job.name].q_switch = float(snapshot["q_valid"].mean())
             numbers[job.name].g_switch = float(snapshot["g_valid"].mean())
 
-    header = ["algorithm", "runs", "success at switch", "dip (points)", "online regret", "final success",
-              f"env steps to {cfg.threshold:g}", "mean Q at switch", "mean G at switch"]
+    # The first five columns keep their places (scripts and tests read them by position).
+    header = ["algorithm", "runs", "success at switch", "dip (points)", "online regret", "worst online success",
+              "final success", f"env steps to {cfg.threshold:g}", "stochastic success at switch",
+              "training-episode success (online)", "stability offline (points)", "stability online (points)",
+              "mean Q at switch", "mean G at switch"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for algo in cfg.algos:
         mine = [numbers[j.name] for j in jobs if j.algo == algo and j.name in numbers]
@@ -303,16 +310,28 @@ def summarize(cfg, jobs: list[Job], study: Study, outcome: dict[str, str]) -> st
         cells = [
             algo, f"{len(mine)}/{len(cfg.seeds)}",
             aggregate([n.switch for n in mine]).text(),
-            aggregate([n.dip for n in mine]).text(".1f"),
+            aggregate([n.dip for n in mine]).text(".1f", scale=100),
             aggregate([n.regret for n in mine]).text(),
+            aggregate([n.worst for n in mine]).text(),
             aggregate([n.final for n in mine]).text(),
             f"{aggregate(reached).text('.0f')}; reached in {len(reached)}/{len(mine)}",
+            aggregate([n.stochastic_switch for n in mine]).text(),
+            aggregate([n.train_success for n in mine]).text(),
+            aggregate([n.stability_offline for n in mine]).text(".1f", scale=100),
+            aggregate([n.stability_online for n in mine]).text(".1f", scale=100),
             aggregate([n.q_switch for n in mine]).text(),
             aggregate([n.g_switch for n in mine]).text(),
         ]
         lines.append("| " + " | ".join(cells) + " |")
     table = "\n".join(lines)
 
+    figures = ["![success across the switch](success.png)"]
+    if runs:
+        plot_success(list(runs.values()), study.root / "success.png", band="ci95")
+        plot_calibration(list(runs.values()), study.root / "calibration.png", by_algo=True)
+        if len(plot_drift(list(runs.values()), study.root / "drift.png")) < len(runs):
+            figures.append("![what moved across the switch](drift.png)")
+    figures.append("![calibration, every seed](calibration.png)")
     episodes = sorted({int(r.config.get("eval_episodes", 0)) for r in runs.values()} - {0})
     size = ", ".join(f"{e} episodes (95% interval of one point: +/- {100 * wilson_half_width(e):.0f} points at "
                      f"50% success)" for e in episodes) or "no run finished"
@@ -320,18 +339,22 @@ def summarize(cfg, jobs: list[Job], study: Study, outcome: dict[str, str]) -> st
     text = "\n\n".join([
         f"# Study: {cfg.task}, algorithms {list(cfg.algos)}, seeds {list(cfg.seeds)}",
         "Each cell: the mean over seeds and its 95% percentile-bootstrap interval "
-        f"({BOOTSTRAP_SAMPLES:,} resamples of the seeds). The dip is searched in the first {cfg.early_fraction:.0%} "
-        "of the online phase; regret is the mean of 1 - success over the online evaluations; env steps to "
-        f"{cfg.threshold:g} averages the runs that reached it. Q and G: means on the held-out demos at the "
-        "switch (calibration/step_<n>.npz of the offline phase).",
+        f"({BOOTSTRAP_SAMPLES:,} resamples of the seeds). Success: the deterministic evaluations unless named "
+        "otherwise. The switch is the last offline evaluation (or an online one at env step 0; for a run "
+        "pretrained by another without either, its source's); "
+        "the worst online success is the lowest online evaluation after it, and the dip the worst drop below the "
+        "switch value, max(0, switch - worst), in points (`plot` reports the same numbers). Regret is the mean "
+        "of 1 - success over the online evaluations; env steps to "
+        f"{cfg.threshold:g} averages the runs that reached it. Stochastic success at switch: the stochastic "
+        "(exploration) policy on the same scenes at the switch evaluation; training-episode success: all the "
+        "online training episodes together; both where the runs logged them. Stability: the mean absolute change "
+        "of success between neighbouring evaluations within the phase, in points (evaluation noise and swings). "
+        "Q and G: means on the held-out demos at the switch (calibration/step_<n>.npz of the offline phase).",
         f"Evaluation size: {size}.",
         table,
         "Runs that did not finish:\n" + "\n".join(failed) if failed else "Every run finished.",
-        "![success across the switch](success.png)\n\n![calibration](calibration.png)",
+        "\n\n".join(figures),
     ]) + "\n"
-    if runs:
-        plot_success(list(runs.values()), study.root / "success.png", band="ci95")
-        plot_calibration(list(runs.values()), study.root / "calibration.png")
     with atomic_file(study.root / "summary.md") as handle:
         handle.write(text.encode())
     return table

@@ -41,13 +41,15 @@ class TaskConfig:
     name: str = doc("lift_visual", "task name; configs/task/<name>.yaml")
     env_name: str = doc("Lift", "robosuite environment class, e.g. Lift, PickPlaceCan")
     robot: str = doc("Panda", "robosuite robot (default composite OSC_POSE controller)")
-    cameras: list = doc(["agentview"], "cameras rendered into the observation")
+    cameras: list = doc(["agentview"], "cameras rendered into the observation; [] = a low-dim task: the policy sees "
+                                       "the proprio_keys vector only, and nothing is rendered but videos")
     image_size: int = doc(84, "square camera resolution in pixels", valid=Range(8))
     horizon: int = doc(100, "steps before an episode is truncated", valid=AT_LEAST_1)
     control_freq: int = doc(20, "control steps per second", valid=AT_LEAST_1)
     proprio_keys: list = doc(
         ["robot0_eef_pos", "robot0_eef_quat", "robot0_gripper_qpos"],
-        "low-dim keys concatenated into the proprioception vector",
+        "low-dim keys concatenated into the state vector beside the images (robomimic's names; `object` is the "
+        "object-state vector)",
     )
     scripted_policy: str = doc("lift", "scripted demonstrator: lift | pick_place", valid=OneOf(("lift", "pick_place")))
     demo_episodes: int = doc(100, "episodes in the task's default demonstration set", valid=AT_LEAST_1)
@@ -125,6 +127,17 @@ def _group_names(schema: type) -> list[str]:
     ]
 
 
+# Stands for the default encoder, chosen once the task is loaded: conv, or state for a task
+# without cameras.
+DEFERRED_ENCODER = "encoder=<default for the task>"
+
+
+def _last_task_position(argv: list[str]) -> int:
+    """Index of the last `task=` argument (-1 if none): the default encoder goes after it."""
+    positions = [i for i, arg in enumerate(argv) if arg.startswith("task=")]
+    return positions[-1] if positions else -1
+
+
 def load_group_file(group: str, name: str) -> DictConfig:
     path = CONFIG_ROOT / group / f"{name}.yaml"
     if not path.is_file():
@@ -197,11 +210,17 @@ def load_config(
     if base is None:  # a saved config already holds its groups' values
         named = {arg.split("=", 1)[0] for arg in argv if "=" in arg}
         argv = [f"{g}={DEFAULT_GROUPS[g]}" for g in groups if g in DEFAULT_GROUPS and g not in named] + argv
+        # A task without cameras gets the state encoder unless an encoder is named.
+        if "encoder" in groups and "encoder" not in named:
+            argv = [arg for arg in argv if arg != f"encoder={DEFAULT_GROUPS['encoder']}"]
+            argv.insert(_last_task_position(argv) + 1, DEFERRED_ENCODER)
     overrides = []
     for arg in argv:
         if "=" not in arg:
             raise ConfigError(f"arguments are key=value pairs, got '{arg}' (see --help)")
         key, value = arg.split("=", 1)
+        if arg == DEFERRED_ENCODER:
+            value = "state" if len(config.task.cameras) == 0 else DEFAULT_GROUPS["encoder"]
         if key in groups:
             group_config = load_group_file(key, value)
             if key == "algo":
@@ -226,13 +245,16 @@ def load_config(
 @dataclass
 class EncoderConfig:
     kind: str = doc(
-        "conv", "image encoder: conv (DrQ-style) | resnet18 (GroupNorm, random init)",
-        valid=OneOf(("conv", "resnet18")),
+        "conv", "encoder: conv (DrQ-style) | resnet18 (GroupNorm, random init) for camera tasks; state for tasks "
+        "without cameras (the default there)", valid=OneOf(("conv", "resnet18", "state")),
     )
     channels: int = doc(32, "conv channels per layer (conv encoder)", valid=AT_LEAST_1)
     strides: list = doc([2, 2, 1, 1], "one conv layer per entry, with this stride (conv encoder)", valid=AT_LEAST_1)
     kernel_size: int = doc(3, "conv kernel size (conv encoder)", valid=AT_LEAST_1)
-    feature_dim: int = doc(64, "size of the image embedding after the projection", valid=AT_LEAST_1)
+    feature_dim: int = doc(64, "size of the image embedding after the projection (state encoder: of its MLP's output)",
+                           valid=AT_LEAST_1)
+    hidden_dims: list = doc([], "state encoder: MLP hidden sizes in front of the heads; [] = none, the heads read "
+                                "the state vector itself", valid=AT_LEAST_1)
     augment_pad: int = doc(4, "random-shift padding in pixels for s and s' in training (0 = off)", valid=AT_LEAST_0)
 
 
@@ -252,8 +274,12 @@ class TrainConfig:
     offline_steps: int = doc(100_000, "gradient steps of offline pretraining", valid=AT_LEAST_0)
     online_env_steps: int = doc(100_000, "environment steps of online fine-tuning", valid=AT_LEAST_0)
     batch_size: int = doc(256, "transitions per gradient step", valid=AT_LEAST_1)
-    eval_every: int = doc(5_000, "gradient steps between deterministic evaluations (both phases)", valid=AT_LEAST_1)
+    eval_every: int = doc(5_000, "gradient steps between evaluations (both phases)", valid=AT_LEAST_1)
     eval_episodes: int = doc(10, "episodes per evaluation (fixed seeds)", valid=AT_LEAST_1)
+    eval_stochastic: bool = doc(
+        True, "every evaluation also rolls out the stochastic (exploration) policy on the same scenes, logged as "
+        "eval_stochastic_*: at the switch, the success the online data will have"
+    )
     eval_video: bool = doc(True, "save the first episode of every evaluation as videos/step_<step>.mp4")
     video_size: int = doc(
         256, "pixel size of the scene in videos (the policy's view is shown beside it)",

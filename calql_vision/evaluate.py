@@ -53,9 +53,11 @@ class EvaluateConfig:
     video: bool = doc(True, "record videos of the first video_episodes episodes")
     video_episodes: int = doc(3, "how many episodes (from the first) to record", valid=AT_LEAST_0)
     video_size: int = doc(
-        256, "height of the video; frames are video_size x 2*video_size (scene | policy view); even", valid=Range(16)
+        256, "height of the video; frames are video_size x 2*video_size (scene | policy view; the scene alone for a "
+        "task without cameras); even", valid=Range(16)
     )
-    video_camera: Optional[str] = doc(None, "camera shown in the videos; one of the task's cameras; null = the first")
+    video_camera: Optional[str] = doc(None, "camera shown in the videos; one of the task's cameras; null = the first "
+                                            "(agentview for a task without cameras, which may name any camera)")
     fps: int = doc(20, "frames per second of the videos (the task's control rate is 20 Hz by default)", valid=AT_LEAST_1)
     render_quality: Optional[str] = doc(
         None, "null = the run's task.render_quality; full | fast renders the episodes that way instead",
@@ -178,10 +180,13 @@ def _atomic_write_json(path: Path, data: Any) -> None:
 
 def _video_camera(cfg: DictConfig, run_cfg: DictConfig) -> str:
     """The video camera, checked against the run's (the numbers are checked by their ranges)."""
+    from calql_vision.video import video_camera
+
     cameras = list(run_cfg.task.cameras)
-    camera = cfg.video_camera or cameras[0]
-    # The right half of a frame is the policy's observation, which exists only for its cameras.
-    if camera not in cameras:
+    camera = cfg.video_camera or video_camera(cameras)
+    # The right half of a frame is the policy's observation, which exists only for its cameras;
+    # a state policy's video shows the scene alone, from any camera.
+    if cameras and camera not in cameras:
         raise ConfigError(f"video_camera={camera}: the run's policy sees only {cameras}")
     return camera
 
@@ -245,7 +250,7 @@ def evaluate_run(cfg: DictConfig) -> tuple[dict[str, Any], Path]:
         bar.set_postfix(success=f"{successes}/{bar.n}")
 
     try:
-        result = evaluate_policy(workers, lambda obs: agent.act(obs, deterministic=True), cfg.episodes, seed,
+        result = evaluate_policy(workers, lambda obs, episode: agent.act(obs, deterministic=True), cfg.episodes, seed,
                                  on_frame=on_frame, on_episode_end=on_episode_end)
     finally:
         bar.close()

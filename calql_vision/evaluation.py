@@ -1,4 +1,4 @@
-"""Deterministic policy rollouts on fixed seeds."""
+"""Policy rollouts on fixed scene seeds (deterministic, or stochastic with per-episode noise)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -39,14 +39,15 @@ class EvaluationResult:
 
 def evaluate_policy(
     envs,
-    act: Callable[[dict], np.ndarray],
+    act: Callable[[dict, int], np.ndarray],
     episodes: int,
     seed: int,
     on_frame: Callable[[int, dict, dict, Any], None] | None = None,
     on_episode_end: Callable[[int, EpisodeResult], None] | None = None,
 ) -> EvaluationResult:
-    """Roll out `act` (one obs -> action) for `episodes` episodes with scene seeds seed,
-    seed+1, ... on the "eval" environments of `envs` (envs.vector.EnvWorkers).
+    """Roll out `act` (one obs and its episode's index -> action) for `episodes` episodes with
+    scene seeds seed, seed+1, ... on the "eval" environments of `envs` (envs.vector.EnvWorkers).
+    The episode index lets a stochastic policy draw each episode's noise from its own stream.
 
     The episodes are spread over the workers (each takes the next episode when its own ends)
     and stepped in lock-step. The policy is called once per observation, not once per batch:
@@ -75,7 +76,7 @@ def evaluate_policy(
 
     start(list(range(envs.num_envs)))
     while running:
-        actions = {worker: act(state[1]) for worker, state in running.items()}
+        actions = {worker: act(state[1], state[0]) for worker, state in running.items()}
         finished = []
         for worker, step in envs.step(actions, role="eval").items():
             state = running[worker]

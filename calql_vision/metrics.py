@@ -8,13 +8,23 @@ from typing import Any, Sequence
 
 from calql_vision.atomic_file import atomic_file
 
-# metrics.csv columns: these, then every metric the agent declares (agent.METRICS), then these.
-LEADING_COLUMNS = ["phase", "step", "env_step", "eval_success_rate", "eval_return"]
-EXTRA_COLUMNS = ["episode_return", "episode_success", "updates_per_s", "env_steps_per_s"]
+# metrics.csv columns: these, then every metric the agent declares (agent.METRICS), then the
+# online training episodes, the drift metrics (calql_vision/drift.py) and the rates.
+# eval_*: the deterministic policy; eval_stochastic_*: the stochastic (exploration) policy on
+# the same scenes. train_*: the training episodes that ended since the previous row.
+LEADING_COLUMNS = ["phase", "step", "env_step", "eval_success_rate", "eval_return",
+                   "eval_stochastic_success_rate", "eval_stochastic_return"]
+EPISODE_COLUMNS = ["train_success_rate", "train_return", "train_episodes"]
+RATE_COLUMNS = ["updates_per_s", "env_steps_per_s"]
 
 
-def metric_columns(agent_metrics: Sequence[str]) -> list[str]:
-    return LEADING_COLUMNS + [m for m in agent_metrics if m not in LEADING_COLUMNS + EXTRA_COLUMNS] + EXTRA_COLUMNS
+def metric_columns(agent_metrics: Sequence[str], action_dim: int = 0) -> list[str]:
+    """The columns of a run whose agent logs `agent_metrics`; `action_dim` sizes the drift
+    metrics' per-dimension columns (0: none)."""
+    from calql_vision.drift import drift_columns
+
+    trailing = EPISODE_COLUMNS + drift_columns(action_dim) + RATE_COLUMNS
+    return LEADING_COLUMNS + [m for m in agent_metrics if m not in LEADING_COLUMNS + trailing] + trailing
 
 
 class MetricsLogger:
@@ -22,8 +32,8 @@ class MetricsLogger:
     A value under a name no column holds is an error, not a silently dropped metric."""
 
     def __init__(self, csv_path: Path, tensorboard_dir: Path, agent_metrics: Sequence[str],
-                 resume_step: int | None = None) -> None:
-        self.columns = metric_columns(agent_metrics)
+                 resume_step: int | None = None, action_dim: int = 0) -> None:
+        self.columns = metric_columns(agent_metrics, action_dim)
         self.csv_path = csv_path
         if resume_step is not None and self.csv_path.exists():
             self._truncate_after(resume_step)

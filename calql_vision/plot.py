@@ -29,7 +29,13 @@ and writes into out=<dir> (default: <first path>/plots):
   success.png      evaluation success rate on one x axis: the offline phase left of 0 (its
                    gradient steps rescaled to the width of the online phase), the online phase
                    right of 0 (environment steps); per algorithm the mean over seeds with a
-                   min-max band, each seed as a thin line
+                   min-max band, each seed as a thin line; dashed: the stochastic (exploration)
+                   policy's evaluations, dotted: the online training episodes' success, both
+                   means over seeds where the runs logged them
+  drift.png        what moved across the switch, one row per run on the same x axis: success
+                   (deterministic, stochastic, training episodes), action_change, feature_change
+                   and policy_std (mean and each action dimension, the gripper last); runs
+                   without these columns (older runs) are left out, and with none it is skipped
   calibration.png  critic Q(s, a) against the Monte-Carlo return-to-go G on held-out demos,
                    online episodes and a training sample, up to 4 runs: left column the last
                    calibration/step_*.npz of the offline phase, right column the latest one
@@ -39,12 +45,12 @@ and writes into out=<dir> (default: <first path>/plots):
                    alpha, then e.g. cql_gap and bound_rate for Cal-QL, value_loss and adv_mean
                    for IQL, z_loss and prior_weight for ACA; up to 8) and Q vs G over gradient
                    steps, every run overlaid, a dotted line where the online phase starts
-  summary.txt      per run: last offline success, dip (lowest success in the first fifth of the
-                   online phase), final success, online regret (mean of 1 - success); and
-                   the calibration at the end of the offline phase: mean Q against mean G on
-                   the training sample and the held-out demos, over all their transitions and
-                   over those whose G is an observed return (segments that reached a
-                   success); also printed
+  summary.txt      per run: success at the switch (deterministic and stochastic policy), the
+                   dip and the worst online success (as compare defines them, calql_vision.study),
+                   final success, online regret (mean of 1 - success); and the calibration at
+                   the end of the offline phase: mean Q against mean G on the training sample
+                   and the held-out demos, over all their transitions and over those whose G is
+                   an observed return (segments that reached a success); also printed
 """
 
 
@@ -67,14 +73,16 @@ def _cell(value: float | None, fmt: str = ".2f") -> str:
 
 
 def summary_table(runs: Sequence[Run]) -> str:
-    lines = [["run", "algo", "seed", "progress", "offline final", "dip", "final", "regret"]]
+    lines = [["run", "algo", "seed", "progress", "switch", "switch stoch", "dip", "worst", "final", "regret"]]
     for run in runs:
-        numbers = headline_numbers(run.rows, run.config)
+        numbers = headline_numbers(run.rows)
         lines.append([run.name, run.algo, str(run.seed), _progress(run), *(_cell(v) for v in numbers.values())])
     text = _aligned(lines) + (
-        "\n\nsuccess rates of the deterministic evaluations; dip: lowest success with env_step <="
-        "\nonline_env_steps/5 (else the first online evaluation); regret: mean of 1 - success over"
-        "\nonline evaluations; progress: last logged step of the phase / its budget\n"
+        "\n\nsuccess rates of the deterministic evaluations; switch: the last offline evaluation (else one"
+        "\nonline at env step 0); switch stoch: the stochastic (exploration) policy in that evaluation, where"
+        "\nlogged; worst: lowest online evaluation after the switch; dip: switch - worst, at least 0 (compare"
+        "\nreports it x 100, in points); regret: mean of 1 - success over online evaluations; progress: last"
+        "\nlogged step of the phase / its budget\n"
     )
     calibration = calibration_table(runs)
     return text + ("\n" + calibration if calibration else "")
@@ -136,11 +144,16 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     out.mkdir(parents=True, exist_ok=True)
-    from calql_vision.plotting.figures import plot_calibration, plot_diagnostics, plot_success
+    from calql_vision.plotting.figures import plot_calibration, plot_diagnostics, plot_drift, plot_success
 
     print(f"{len(runs)} run(s); writing to {out}")
     plot_success(runs, out / "success.png")
     plot_diagnostics(runs, out / "diagnostics.png")
+    without = plot_drift(runs, out / "drift.png")
+    if len(without) == len(runs):
+        print("note: drift.png skipped: no run logged action_change, feature_change or policy_std (older runs do not)")
+    elif without:
+        print(f"note: drift.png leaves out runs without the drift columns: {', '.join(without)}")
     without = plot_calibration(runs, out / "calibration.png")
     if len(without) == len(runs):
         print("note: calibration.png skipped: no run has calibration/step_*.npz (older runs do not write them)")

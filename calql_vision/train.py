@@ -33,14 +33,19 @@ from calql_vision.run_dir import RunDir, RunDirBusy, RunLock, find_resume_point
 from calql_vision.stopping import StopRequested, StopSignals
 
 DESCRIPTION = """Offline pretraining on a robomimic-layout HDF5, then online fine-tuning in the robosuite
-task, from pixels, with algo=calql (default) | cql | iql | aca | wsrl (pretrain, then fine-tune)
-or sac | rlpd (online only; rlpd also samples the dataset). init_from=<run dir or checkpoint>
+task, from pixels (task=lift_visual | pick_place_visual) or from low-dim state keys without
+rendering (task=lift_state | pick_place_state), with algo=calql (default) | cql | iql | aca |
+wsrl (pretrain, then fine-tune) or sac | rlpd (online only; rlpd also samples the dataset). init_from=<run dir or checkpoint>
 starts the online phase from another run's pretraining (e.g. wsrl or cql from a calql run).
 With no `dataset`, the task's scripted demonstrations are
 collected first (data/<task>_scripted_*.hdf5) and reused by later runs. Each run writes
 runs/<task>/<algo>/<timestamp>/ with config.yaml, metrics.csv, tensorboard/, checkpoints/,
 videos/ (one evaluation episode per evaluation), calibration/ (Q against reward-to-go) and
-the online replay needed by resume=<run dir>.
+the online replay needed by resume=<run dir>. Besides the agent's losses, metrics.csv logs
+the deterministic and the stochastic policy's evaluations (eval_*, eval_stochastic_*), the
+training episodes that ended since the previous row (train_success_rate, train_return,
+train_episodes) and how far the policy and features moved on fixed dataset states
+(action_change, feature_change, policy_std; README: Training).
 
 resume=<run dir> continues from the newest intact checkpoint (latest.pt, else the newest
 step_<n>.pt). {RESUMABLE}
@@ -69,7 +74,7 @@ PRESETS: dict[str, dict[str, Any]] = {
 # Settings a resume may change: budgets, logging, the machine, and the learning rates (applied
 # to the restored optimizers). Everything else shapes the networks, the data or the algorithm.
 RESUMABLE = (
-    "offline_steps", "online_env_steps", "eval_every", "eval_episodes", "eval_video", "video_size",
+    "offline_steps", "online_env_steps", "eval_every", "eval_episodes", "eval_stochastic", "eval_video", "video_size",
     "log_every", "checkpoint_every", "device", "precision", "threads",
     "algo.actor_lr", "algo.critic_lr", "algo.alpha_lr", "algo.value_lr",
 )
@@ -97,12 +102,15 @@ def resolve_device(name: str) -> torch.device:
 
 
 def default_dataset_path(task) -> Path:
-    """data/<task>_scripted_<n>ep_noise<std>_<size>px[_<render quality>].hdf5; the render
+    """data/<task>_scripted_<n>ep_noise<std>_<size>px[_<render quality>].hdf5 (`_state.hdf5` for a
+    task without cameras); the render
     quality is named unless it is `full`, so files collected before the setting existed (all
     `full`) keep their names and are never taken for another quality's."""
     from envs.render_quality import resolve_render_quality
 
     noise = f"{task.demo_noise:g}".replace(".", "p")
+    if len(task.cameras) == 0:  # low-dim demos: no frames, so no size or render quality
+        return Path("data") / f"{task.name}_scripted_{task.demo_episodes}ep_noise{noise}_state.hdf5"
     quality = resolve_render_quality(task.render_quality)
     suffix = "" if quality == "full" else f"_{quality}"
     return Path("data") / f"{task.name}_scripted_{task.demo_episodes}ep_noise{noise}_{task.image_size}px{suffix}.hdf5"
@@ -239,13 +247,14 @@ class Trainer:
     def _build(self, checkpoint: dict | None, init_state: dict | None) -> None:
         """Data, replay, agent, counters and logger: everything but the environments."""
         from calql_vision.agents import make_agent
+        from calql_vision.drift import DriftProbe
         from calql_vision.evaluation import evaluation_seed
         from calql_vision.metrics import MetricsLogger
         from calql_vision.replay import FrameReplay
         from datasets import load_robomimic_hdf5, read_mask_names
 
         cfg, run = self.cfg, self.run_dir
-        self.dataset = self.offline_replay = self.heldout_replay = None
+        self.dataset = self.offline_replay = self.heldout_replay = self.probe = None
         if not self.algorithm.uses_dataset and cfg.dataset is not None:
             print(f"note: algo={cfg.algo.name} learns from online data only; dataset={cfg.dataset} is not read")
         if self.algorithm.uses_dataset:
@@ -265,6 +274,9 @@ class Trainer:
             warn_if_rendered_differently(dataset_path, self.envs)
             self.offline_replay = FrameReplay.from_dataset(self.dataset)
             self.heldout_replay = self._load_heldout(dataset_path, masks)
+            # The drift metrics' fixed observations: held-out demos where the file has them.
+            self.probe = DriftProbe(self.offline_replay if self.heldout_replay is None else self.heldout_replay,
+                                    self.device)
         # Chosen once: they size the online buffer now and are copied into it at the switch.
         self.seed_episodes = self._top_offline_episodes()
         spec = self._obs_spec()
@@ -294,7 +306,8 @@ class Trainer:
         self._pending_metrics: list[dict[str, float]] = []  # updates since the last metric row
         self._update_seconds = 0.0
         self._env_timing = [0, 0.0]  # environment steps and their seconds since the last row
-        self._last_episode: dict[str, float] = {}
+        self._env_rate: dict[str, float] = {}  # env_steps_per_s of the last row that stepped
+        self._ended_episodes: list[tuple[float, bool]] = []  # (return, success) since the last row
         if checkpoint is not None:
             try:
                 self._restore(checkpoint)
@@ -311,7 +324,8 @@ class Trainer:
                     f"settings (match num_critics, LayerNorm and hidden_dims to the pretraining run): {detail[:300]}"
                 ) from None
         resume_step = self.counters["step"] if checkpoint else None
-        self.logger = MetricsLogger(run.metrics, run.tensorboard, self.agent.METRICS, resume_step=resume_step)
+        self.logger = MetricsLogger(run.metrics, run.tensorboard, self.agent.METRICS, resume_step=resume_step,
+                                    action_dim=spec.action_dim)
         self._eval_seed = evaluation_seed(cfg.seed)
         self._last_finite: tuple[int, dict[str, float]] | None = None
 
@@ -319,9 +333,11 @@ class Trainer:
         """Shapes from the dataset when there is one (checked against the env), else the env's."""
         from calql_vision.agents import ObsSpec
 
-        if self.dataset is not None:
+        if self.dataset is not None and self.dataset.images:
             image_shape = tuple(next(iter(self.dataset.images.values())).shape[1:])
             proprio_dim = self.dataset.proprio.shape[1]
+        elif self.dataset is not None:  # low-dim: no frames, the image shape is never used
+            image_shape, proprio_dim = (3, self.envs.image_size, self.envs.image_size), self.dataset.proprio.shape[1]
         else:
             image_shape, proprio_dim = (3, self.envs.image_size, self.envs.image_size), self.envs.proprio_dim
         return ObsSpec(tuple(self.envs.image_keys), image_shape, proprio_dim, self.envs.action_dim)
@@ -486,7 +502,7 @@ class Trainer:
     def _store_episode(self, episode) -> None:
         self.online_replay.add_episode(**episode.replay_arrays())
         self.counters["episodes"] += 1
-        self._last_episode = {"episode_return": episode.episode_return, "episode_success": float(episode.success)}
+        self._ended_episodes.append((float(episode.episode_return), bool(episode.success)))
 
     def _update(self, batch: dict) -> None:
         started = time.perf_counter()
@@ -510,10 +526,10 @@ class Trainer:
                                f"({self._phase()} phase, env step {self.counters['env_step']}): {'; '.join(what)}; "
                                + self._divergence_advice())
 
-    def _act(self, obs: dict, deterministic: bool) -> np.ndarray:
+    def _act(self, obs: dict, deterministic: bool, generator: torch.Generator | None = None) -> np.ndarray:
         """The agent's action; a non-finite one (finite weights can still overflow the
         activations) is divergence too, reported before the environment rejects it."""
-        action = self.agent.act(obs, deterministic=deterministic)
+        action = self.agent.act(obs, deterministic=deterministic, generator=generator)
         if not np.isfinite(action).all():
             raise TrainingDiverged(f"the policy produced a non-finite action after update {self.counters['step']} "
                                    f"({self._phase()} phase); {self._divergence_advice()}")
@@ -559,14 +575,20 @@ class Trainer:
         if owed["evaluate"]:
             result = self.evaluate()
             row.update(eval_success_rate=result.success_rate, eval_return=result.mean_return)
+            if self.cfg.eval_stochastic:
+                result = self.evaluate(deterministic=False)
+                row.update(eval_stochastic_success_rate=result.success_rate, eval_stochastic_return=result.mean_return)
         if owed["phase"] == "online":
             steps, seconds = self._env_timing
             if seconds > 0:  # stepping time only (policy calls included), no update or evaluation
-                self._last_episode["env_steps_per_s"] = steps / seconds
+                self._env_rate = {"env_steps_per_s": steps / seconds}
                 self._env_timing = [0, 0.0]
-            row.update(self._last_episode)
+            row.update(self._env_rate)
+            row.update(training_episode_metrics(self._ended_episodes))
+        if self.probe is not None:
+            row.update(self.probe.measure(self.agent))
         self.logger.log(owed["phase"], step, self.counters["env_step"], row)
-        self._pending_metrics, self._update_seconds = [], 0.0
+        self._pending_metrics, self._update_seconds, self._ended_episodes = [], 0.0, []
         self.counters["row_owed"] = None
         if bar is not None:
             postfix = {label: f"{row[key]:.3g}" for label, key in self.agent.PROGRESS.items() if key in row}
@@ -582,13 +604,25 @@ class Trainer:
             self._write_row()
             self._checkpoint_if_due(owed["final"])
 
-    def evaluate(self):
-        """Deterministic episodes on fixed scenes; the first one saved as videos/step_<step>.mp4."""
+    def evaluate(self, deterministic: bool = True):
+        """Episodes on fixed scenes; the first deterministic one saved as videos/step_<step>.mp4.
+        The stochastic policy draws episode i's noise from its own generator, seeded by the
+        episode's scene seed: the same noise at every evaluation, for any num_envs, and the
+        training run's random stream untouched (so eval_stochastic changes no training)."""
         from calql_vision.evaluation import evaluate_policy
-        from calql_vision.video import EpisodeVideo, write_mp4
+        from calql_vision.video import EpisodeVideo, video_camera, write_mp4
 
         cfg = self.cfg
-        video = EpisodeVideo(camera=cfg.task.cameras[0], size=cfg.video_size) if cfg.eval_video else None
+        record = cfg.eval_video and deterministic
+        video = EpisodeVideo(camera=video_camera(cfg.task.cameras), size=cfg.video_size) if record else None
+        generators: dict[int, torch.Generator] = {}
+
+        def act(obs: dict, episode: int) -> np.ndarray:
+            if deterministic:
+                return self._act(obs, deterministic=True)
+            if episode not in generators:
+                generators[episode] = torch.Generator().manual_seed(self._eval_seed + episode)
+            return self._act(obs, deterministic=False, generator=generators[episode])
 
         def record_first_episode(episode: int, obs: dict, info: dict, renderer) -> None:
             self.stop.check()  # an evaluation is long; a stop does not wait for its end
@@ -596,10 +630,7 @@ class Trainer:
                 video.add(renderer, obs, info, len(video))
 
         # The workers' "eval" environments: the training episodes in progress stay as they are.
-        result = evaluate_policy(
-            self.envs, lambda obs: self._act(obs, deterministic=True), cfg.eval_episodes, self._eval_seed,
-            on_frame=record_first_episode,
-        )
+        result = evaluate_policy(self.envs, act, cfg.eval_episodes, self._eval_seed, on_frame=record_first_episode)
         if video is not None:
             write_mp4(self.run_dir.video(self.counters["step"]), video.frames)
         return result
@@ -636,9 +667,10 @@ class Trainer:
             "episodes_in_progress": (self.online_episodes.state() if self.online_episodes.slots
                                      else self._saved_episodes),
             # The metrics since the last row: the first row after a resume averages the same
-            # updates, and shows the same episode, as an uninterrupted run's.
+            # updates and episodes, and measures the same drift, as an uninterrupted run's.
             "log_buffer": {"pending_metrics": self._pending_metrics, "update_seconds": self._update_seconds,
-                           "last_episode": self._last_episode},
+                           "env_rate": self._env_rate, "ended_episodes": self._ended_episodes,
+                           "probe": self.probe.state() if self.probe is not None else None},
             "config": OmegaConf.to_container(self.cfg, resolve=True),
         }
         step_file = self.run_dir.checkpoint(step)
@@ -659,7 +691,20 @@ class Trainer:
         log_buffer = checkpoint.get("log_buffer") or {}  # absent from older checkpoints
         self._pending_metrics = list(log_buffer.get("pending_metrics", []))
         self._update_seconds = float(log_buffer.get("update_seconds", 0.0))
-        self._last_episode = dict(log_buffer.get("last_episode", {}))
+        self._env_rate = dict(log_buffer.get("env_rate", {}))
+        self._ended_episodes = [(float(r), bool(s)) for r, s in log_buffer.get("ended_episodes", [])]
+        if self.probe is not None:
+            self.probe.load_state(log_buffer.get("probe"))
+
+
+def training_episode_metrics(episodes: list[tuple[float, bool]]) -> dict[str, float]:
+    """train_success_rate and train_return over the training episodes (return, success) that
+    ended since the previous row, and how many (train_episodes; the others empty at 0)."""
+    metrics = {"train_episodes": float(len(episodes))}
+    if episodes:
+        metrics["train_success_rate"] = float(np.mean([success for _, success in episodes]))
+        metrics["train_return"] = float(np.mean([ret for ret, _ in episodes]))
+    return metrics
 
 
 # ---------------------------------------------------------------------- entry point
@@ -681,6 +726,14 @@ def _plain(config, key: str) -> Any:
     """The value at a dotted key as plain Python (lists and dicts compare by value)."""
     value = OmegaConf.select(config, key)
     return OmegaConf.to_container(value) if OmegaConf.is_config(value) else value
+
+
+def _same_setting(saved: Any, current: Any) -> bool:
+    """Equal, where a section (a dict) compares only the keys the saved run knew: a key added
+    to the schema since (encoder.hidden_dims) has its default, which the old run had too."""
+    if isinstance(saved, dict) and isinstance(current, dict):
+        return all(_same_setting(value, current.get(key)) for key, value in saved.items())
+    return saved == current
 
 
 def init_from_checkpoint(cfg) -> dict:
@@ -712,7 +765,7 @@ def init_from_checkpoint(cfg) -> dict:
                           f"it needs one of {compatible}")
     if checkpoint["counters"].get("switched"):
         raise ConfigError(f"init_from={path}: taken after the switch to online; give a checkpoint of the offline phase")
-    differ = [key for key in INIT_FROM_SAME_KEYS if _plain(saved, key) != _plain(cfg, key)]
+    differ = [key for key in INIT_FROM_SAME_KEYS if not _same_setting(_plain(saved, key), _plain(cfg, key))]
     if differ:
         raise ConfigError(f"init_from={path}: these settings differ from the checkpoint's run: {differ}")
     if source_algo != cfg.algo.name:

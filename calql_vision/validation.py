@@ -91,9 +91,21 @@ def _aca_structure(config: DictConfig) -> list[str]:
     return problems
 
 
-def _some_camera(config: DictConfig) -> list[str]:
-    cameras = _select(config, "task.cameras")
-    return ["task.cameras=[]: expected at least one camera"] if cameras is not None and len(cameras) == 0 else []
+def _encoder_fits_task(config: DictConfig) -> list[str]:
+    """Camera tasks need an image encoder; tasks without cameras the state encoder and a state."""
+    cameras, kind = _select(config, "task.cameras"), _select(config, "encoder.kind")
+    if cameras is None:
+        return []
+    if len(cameras) == 0 and not _select(config, "task.proprio_keys"):
+        return ["task.cameras=[] and task.proprio_keys=[]: the policy would see nothing; name low-dim keys"]
+    if kind is None:
+        return []
+    if len(cameras) == 0 and kind != "state":
+        return [f"encoder.kind={kind}: task.cameras=[] has no images; use encoder=state (the default for such tasks)"]
+    if len(cameras) > 0 and kind == "state":
+        return [f"encoder.kind=state: task.cameras={list(cameras)} are images; use encoder=conv or encoder=resnet18, "
+                "or task.cameras=[]"]
+    return []
 
 
 def _even_video(config: DictConfig) -> list[str]:
@@ -111,5 +123,5 @@ def _device_name(config: DictConfig) -> list[str]:
 
 
 CROSS_CHECKS: list[Callable[[DictConfig], list[str]]] = [
-    _something_to_train, _critic_subset, _aca_structure, _some_camera, _clip_order, _even_video, _device_name,
+    _something_to_train, _critic_subset, _aca_structure, _encoder_fits_task, _clip_order, _even_video, _device_name,
 ]

@@ -5,12 +5,14 @@ from typing import Any, Callable, Sequence
 
 from torch import nn
 
-from encoders.conv import ConvEncoder, MultiCameraEncoder
+from encoders.conv import ConvEncoder
 from encoders.resnet import ResNet18Encoder
+from encoders.state import StateEncoder
 
-ENCODERS: dict[str, Callable[..., MultiCameraEncoder]] = {
+ENCODERS: dict[str, Callable[..., nn.Module]] = {
     "conv": ConvEncoder,
     "resnet18": ResNet18Encoder,
+    "state": StateEncoder,  # tasks without cameras
 }
 
 
@@ -20,7 +22,7 @@ def build_encoder(
     image_shape: tuple[int, int, int],
     proprio_dim: int,
     **kwargs: Any,
-) -> MultiCameraEncoder:
+) -> nn.Module:
     """`kind` in ENCODERS; kwargs go to its constructor (e.g. strides, feature_dim)."""
     if kind not in ENCODERS:
         raise ValueError(f"unknown encoder {kind!r}; valid kinds: {sorted(ENCODERS)}")

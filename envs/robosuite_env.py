@@ -27,6 +27,10 @@ class RobosuiteVisualEnv:
     of `proprio_keys` concatenated}. Reward is 1.0 on the step that succeeds, else 0.0;
     success terminates the episode and reaching `horizon` steps truncates it.
     `render_quality`: `full` (robosuite's renderer as it is) or `fast` (envs/render_quality.py).
+
+    With no cameras (a low-dim task) the observation is {"proprio": ...} alone and a step
+    renders nothing; `render()` still draws the scene for videos, building the GL context at
+    its first call, so an environment that only trains never creates one.
     """
 
     action_dim = 7
@@ -70,13 +74,13 @@ class RobosuiteVisualEnv:
             # Rebuilding the model and renderer on every reset costs ~1 s; a soft reset ~0.07 s.
             hard_reset=False,
             use_object_obs=True,
-            use_camera_obs=True,
+            use_camera_obs=bool(self.cameras),
             has_renderer=False,
-            has_offscreen_renderer=True,
+            has_offscreen_renderer=bool(self.cameras),
         )
         self._robosuite_version = robosuite.__version__
         self._env = robosuite.make(env_name, seed=seed, **self.env_kwargs)
-        if self.render_quality != "full":  # full is robosuite's own renderer, untouched
+        if self.cameras and self.render_quality != "full":  # full is robosuite's own renderer, untouched
             apply_render_quality(self._env.sim, self.render_quality)
         # robosuite samples observations on the FIRST physics substep of a control step, so
         # its obs lag the true state by almost a whole step (and no longer match get_state(),
@@ -162,6 +166,7 @@ class RobosuiteVisualEnv:
 
     def render(self, camera: str = "agentview", size: int = 256) -> np.ndarray:
         """An upright HWC uint8 frame from any camera at any size (for videos)."""
+        self._ensure_render_context()
         self.make_render_context_current()
         frame = self._env.sim.render(camera_name=camera, width=int(size), height=int(size))
         return np.ascontiguousarray(frame[::-1])
@@ -176,6 +181,20 @@ class RobosuiteVisualEnv:
         context = self._env.sim._render_context_offscreen  # noqa: SLF001
         if context is not None:
             context.gl_ctx.make_current()
+
+    def _ensure_render_context(self) -> None:
+        """Build the offscreen GL context of an env made without one (no cameras), set up as
+        robosuite sets up its own (visual meshes shown, collision meshes hidden)."""
+        sim = self._env.sim
+        if sim._render_context_offscreen is not None:  # noqa: SLF001
+            return
+        from robosuite.utils.binding_utils import MjRenderContextOffscreen
+
+        context = MjRenderContextOffscreen(sim, device_id=self._env.render_gpu_device_id)  # registers itself on sim
+        context.vopt.geomgroup[0] = 1 if self._env.render_collision_mesh else 0
+        context.vopt.geomgroup[1] = 1 if self._env.render_visual_mesh else 0
+        if self.render_quality != "full":
+            apply_render_quality(sim, self.render_quality)
 
     def get_state(self) -> np.ndarray:
         """Flattened MuJoCo state [time, qpos, qvel] (robomimic's `states`)."""

@@ -76,7 +76,8 @@ class _Worker:
         self.index, self.seed, self.task_name = index, seed, task.get("env_name", "?")
         size = task["image_size"]
         self.image_shape = (3, size, size)
-        self.memory = shared_memory.SharedMemory(create=True, size=3 * size * size * len(task["cameras"]))
+        # A task without cameras publishes no frames; a block cannot be empty, so it gets one byte.
+        self.memory = shared_memory.SharedMemory(create=True, size=max(1, 3 * size * size * len(task["cameras"])))
         self.connection, child = Pipe()
         environment = {**os.environ, **extra_env}
         # The worker only renders and steps physics: one thread each for the maths libraries.

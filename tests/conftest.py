@@ -29,6 +29,19 @@ TINY_TRAIN_ARGS = [
 ]
 
 
+# What each method needs on top of a tiny run to stay tiny: a short warm-up, the smallest
+# ensembles, and the CQL sample count where there is one.
+TINY_ALGO_ARGS = {
+    "calql": ["algo.cql_n_actions=2"],
+    "cql": ["algo.cql_n_actions=2"],
+    "wsrl": ["algo.cql_n_actions=2", "algo.num_critics=3", "algo.critic_updates=2", "algo.warmup_steps=10"],
+    "sac": ["algo.warmup_steps=10"],
+    "rlpd": ["algo.num_critics=3", "algo.warmup_steps=10"],
+    "iql": [],
+    "aca": ["algo.seed_top_episodes=2"],
+}
+
+
 def task_config(name: str, **overrides):
     """The task's real config file, with optional field overrides."""
     from omegaconf import OmegaConf

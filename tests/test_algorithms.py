@@ -13,22 +13,13 @@ import torch
 
 from calql_vision.agents import ALGORITHMS
 from calql_vision.checkpoint import checkpoint_differences
-from conftest import ROOT, TINY_TRAIN_ARGS
+from conftest import ROOT, TINY_ALGO_ARGS, TINY_TRAIN_ARGS
 
 pytestmark = pytest.mark.slow  # real programs in subprocesses
 
-# The shared tiny run without the Cal-QL-only key, plus what each method needs to stay tiny:
-# a short warm-up, the smallest ensembles, and the CQL sample count where there is one.
+# The shared tiny run without the Cal-QL-only key, plus what each method needs to stay tiny.
 BASE_ARGS = [a for a in TINY_TRAIN_ARGS if not a.startswith("algo.cql_n_actions")]
-ALGO_ARGS = {
-    "calql": ["algo.cql_n_actions=2"],
-    "cql": ["algo.cql_n_actions=2"],
-    "wsrl": ["algo.cql_n_actions=2", "algo.num_critics=3", "algo.critic_updates=2", "algo.warmup_steps=10"],
-    "sac": ["algo.warmup_steps=10"],
-    "rlpd": ["algo.num_critics=3", "algo.warmup_steps=10"],
-    "iql": [],
-    "aca": ["algo.seed_top_episodes=2"],
-}
+ALGO_ARGS = TINY_ALGO_ARGS
 OFFLINE_STEPS, ONLINE_ENV_STEPS = 6, 30
 
 

@@ -192,6 +192,9 @@ def test_ctrl_c_during_an_hdf5_write_waits_for_the_write(tmp_path, monkeypatch):
     out = tmp_path / "demos.hdf5"
     write = robomimic_writer._GuardedFile.write
     calls = []
+    # Python's own Ctrl-C handler, whatever the test process inherited (a shell starts
+    # background jobs with SIGINT ignored, and then no KeyboardInterrupt ever comes).
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
 
     def write_then_interrupt(self, buffer):
         if not calls:
@@ -199,10 +202,13 @@ def test_ctrl_c_during_an_hdf5_write_waits_for_the_write(tmp_path, monkeypatch):
         calls.append(len(buffer))
         return write(self, buffer)
 
-    with pytest.raises(KeyboardInterrupt):
-        with robomimic_writer.RobomimicWriter(out, ENV_ARGS) as writer:
-            monkeypatch.setattr(robomimic_writer._GuardedFile, "write", write_then_interrupt)
-            writer.add_demo(**tiny_episode())
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            with robomimic_writer.RobomimicWriter(out, ENV_ARGS) as writer:
+                monkeypatch.setattr(robomimic_writer._GuardedFile, "write", write_then_interrupt)
+                writer.add_demo(**tiny_episode())
+    finally:
+        signal.signal(signal.SIGINT, previous)
     assert len(calls) > 1, "the writes after the signal still ran"
     assert list(tmp_path.iterdir()) == []
 

@@ -140,7 +140,7 @@ def test_resnet18_other_channel_counts():
 
 def test_factory():
     assert isinstance(build_encoder("conv", ["cam"], SHAPE, 0, strides=(2, 1)), ConvEncoder)
-    with pytest.raises(ValueError, match=r"valid kinds: \['conv', 'resnet18'\]"):
+    with pytest.raises(ValueError, match=r"valid kinds: \['conv', 'resnet18', 'state'\]"):
         build_encoder("vit", ["cam"], SHAPE, 0)
     encoder = ConvEncoder(["cam"], (3, 8, 8), proprio_dim=0, strides=(1,), channels=2, feature_dim=4)
     # conv 3*2*9 + 2, linear 2*6*6*4 + 4, layernorm 2*4

@@ -87,7 +87,7 @@ def test_a_real_rollout_video_decodes_to_one_frame_per_observation(tmp_path):
             video.add(renderer, obs, info, step=len(video))
 
     with EnvWorkers(task_config("lift_visual", horizon=5, image_size=48), num_envs=1) as envs:
-        result = evaluate_policy(envs, lambda obs: np.zeros(envs.action_dim), 1, seed=0, on_frame=on_frame)
+        result = evaluate_policy(envs, lambda obs, episode: np.zeros(envs.action_dim), 1, seed=0, on_frame=on_frame)
     length = result.episodes[0].length
     assert length == 5  # standing still never lifts the cube
     for size, video in videos.items():

@@ -44,7 +44,7 @@ def test_two_workers_collect_the_same_file_as_one(tmp_path):
         np.testing.assert_array_equal(one[key], two[key], err_msg=key)
 
 
-def proprio_policy(obs: dict) -> np.ndarray:
+def proprio_policy(obs: dict, episode: int = 0) -> np.ndarray:
     """Deterministic, and different for every state: episodes drift apart if anything differs."""
     p = obs["proprio"]
     return np.tanh(np.array([p[0] - 0.05, p[1] + 0.05, 1.02 - p[2], p[3], p[4], p[5], p[7] * 10]))

@@ -108,16 +108,32 @@ class PixelAgent:
         return images, proprio, single
 
     @torch.no_grad()
-    def act(self, obs: dict[str, np.ndarray], deterministic: bool) -> np.ndarray:
-        """Action(s) for one observation, or for a batch of them in one forward pass."""
+    def act(self, obs: dict[str, np.ndarray], deterministic: bool,
+            generator: torch.Generator | None = None) -> np.ndarray:
+        """Action(s) for one observation, or for a batch of them in one forward pass.
+        A stochastic action draws its noise from `generator` when one is given (evaluations:
+        the training run's random stream stays untouched), else from torch's global stream."""
         images, proprio, single = self._observation_tensors(obs)
         features = self.encode(self.encoder, images, proprio)
         if deterministic:
             action = self.actor.deterministic(features)
+        elif generator is not None:
+            mean, log_std = self.actor.distribution(features)
+            noise = torch.randn(mean.shape, generator=generator, device=generator.device).to(mean.device)
+            action = torch.tanh(mean + log_std.exp() * noise)
         else:
             action, _ = self.actor(features)
         action = action.cpu().numpy().astype(np.float64)
         return action[0] if single else action
+
+    @torch.no_grad()
+    def probe(self, images: dict[str, torch.Tensor], proprio: torch.Tensor) -> dict[str, torch.Tensor]:
+        """What the policy makes of a batch of observations (the drift metrics): the encoder's
+        features (what actor and critics read), the deterministic action tanh(mean) and the
+        actor's pre-tanh std, each (B, ...) in fp32."""
+        features = self.encode(self.encoder, images, proprio)
+        mean, log_std = self.actor.distribution(features)
+        return {"features": features, "action": torch.tanh(mean), "std": log_std.exp()}
 
     def on_online_start(self) -> None:
         """Called once at the offline-to-online switch (before the first online update)."""
@@ -142,7 +158,9 @@ class PixelAgent:
     @torch.no_grad()
     def _update_targets(self) -> None:
         for online, target in self._target_pairs():
-            torch._foreach_lerp_(list(target.parameters()), list(online.parameters()), self.cfg.tau)
+            targets = list(target.parameters())
+            if targets:  # a state encoder without an MLP has no parameters to follow
+                torch._foreach_lerp_(targets, list(online.parameters()), self.cfg.tau)
 
     @staticmethod
     def _floats(metrics: dict[str, Any]) -> dict[str, float]:
@@ -214,4 +232,6 @@ def _encoder_kwargs(encoder_cfg: Any) -> dict[str, Any]:
             kernel_size=encoder_cfg.kernel_size,
             feature_dim=encoder_cfg.feature_dim,
         )
+    if encoder_cfg.kind == "state":
+        return dict(hidden_dims=tuple(encoder_cfg.hidden_dims), feature_dim=encoder_cfg.feature_dim)
     return dict(feature_dim=encoder_cfg.feature_dim)

@@ -1,7 +1,8 @@
-"""The three figures of the plot program: success, calibration, diagnostics (matplotlib, Agg)."""
+"""The figures of the plot program: success, calibration, diagnostics, drift (matplotlib, Agg)."""
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -17,9 +18,22 @@ PREFERRED_DIAGNOSTICS = ["td_loss", "actor_loss", "alpha", "cql_gap", "bound_rat
                          "z_loss", "prior_weight", "entropy"]
 NOT_DIAGNOSTICS = {"phase", "step", "env_step", "eval_success_rate", "eval_return", "episode_return",
                    "episode_success", "updates_per_s", "env_steps_per_s", "q_data_mean", "mc_return_mean"}
+# Evaluations, training episodes and drift have figures of their own (success, drift); with the
+# per-dimension columns they would fill every diagnostics panel.
+NOT_DIAGNOSTIC_PREFIXES = ("eval_", "train_", "action_change", "feature_change", "policy_std")
 MAX_DIAGNOSTICS = 9
 SEED_STYLES = ["-", "--", ":", "-."]
 MAX_CALIBRATION_RUNS = 4
+SEED_MARKERS = ["o", "s", "D", "v", "P", "X", "*", "h"]
+# The success figure's other curves, beside each algorithm's deterministic evaluations: the mean
+# over seeds only (the band stays the deterministic curve's), in the algorithm's colour.
+STOCHASTIC_STYLE = dict(linestyle="--", linewidth=1.6, alpha=0.8, marker="s", markersize=3.5, markerfacecolor="none")
+TRAIN_STYLE = dict(linestyle=":", linewidth=1.2, alpha=0.9)
+EXTRA_SUCCESS = [
+    ("eval_stochastic_success_rate", STOCHASTIC_STYLE, "dashed: stochastic (exploration) policy, same scenes"),
+    ("train_success_rate", TRAIN_STYLE, "dotted: online training episodes (since the previous row)"),
+]
+DRIFT_KEYS = ("action_change", "feature_change", "policy_std")
 
 
 def _pyplot():
@@ -45,12 +59,13 @@ def _short(value: float) -> str:
     return f"{value:.3g}"
 
 
-def success_curve(run: Run, offline_width: float) -> tuple[np.ndarray, np.ndarray]:
-    """x: online evaluations at env_step; offline ones at (step - offline_steps) * scale, so the
-    offline phase spans [-offline_width, 0]."""
+def success_curve(run: Run, offline_width: float, key: str = "eval_success_rate") -> tuple[np.ndarray, np.ndarray]:
+    """The rows holding `key` (default the deterministic success; any column: the drift figure
+    uses it for its own) on the success figure's x axis: online rows at env_step, offline ones at
+    (step - offline_steps) * scale, so the offline phase spans [-offline_width, 0]."""
     scale = offline_width / max(run.offline_steps, 1)
     points = [(env_step if phase == "online" else (step - run.offline_steps) * scale, success)
-              for phase, step, env_step, success in evaluations(run.rows)]
+              for phase, step, env_step, success in evaluations(run.rows, key)]
     points.sort()
     return np.array([p[0] for p in points]), np.array([p[1] for p in points])
 
@@ -94,15 +109,17 @@ def _success_ticks(ax, runs: Sequence[Run], width: float, right: float) -> None:
     ax.set_xticks(ticks, labels)
 
 
-def plot_success(runs: Sequence[Run], out: Path, band: str = "range") -> None:
-    """band "range" (min-max over seeds) or "ci95" (95% bootstrap interval of the mean)."""
+def plot_success(runs: Sequence[Run], out: Path, band: str = "range") -> list[str]:
+    """band "range" (min-max over seeds) or "ci95" (95% bootstrap interval of the mean). Also
+    draws the stochastic evaluations and the training episodes' success where runs logged them.
+    Returns the legend's labels."""
     plt = _pyplot()
     online_width = max((r.online_env_steps for r in runs), default=0)
     width = online_width or max((r.offline_steps for r in runs), default=1) or 1
     colors = _algo_colors(runs)
     fig, ax = plt.subplots(figsize=(10, 5.2), layout="constrained")
     ax.axvspan(-width, 0, color="0.94", zorder=0)
-    right = width
+    right, drawn = width, set()
     for algo in colors:
         curves = [c for r in runs if r.algo == algo and len((c := success_curve(r, width))[0])]
         if not curves:
@@ -117,6 +134,16 @@ def plot_success(runs: Sequence[Run], out: Path, band: str = "range") -> None:
                 label=f"{algo} ({seeds}" + (f"; {n - len(curves)} without evaluations" if n > len(curves) else "") + ")")
         if len(curves) > 1:
             ax.fill_between(xs, low, high, color=colors[algo], alpha=0.18, linewidth=0, zorder=1)
+        for key, style, _ in EXTRA_SUCCESS:
+            extra = [c for r in runs if r.algo == algo and len((c := success_curve(r, width, key))[0])]
+            if extra:
+                xs, mean, _, _ = mean_band(extra)  # "range": no bootstrap for a curve without a band
+                ax.plot(xs, mean, color=colors[algo], zorder=2, **style)
+                right = max(right, xs[-1])
+                drawn.add(key)
+    for key, style, label in EXTRA_SUCCESS:
+        if key in drawn:  # one legend entry per line style, not one per algorithm
+            ax.plot([], [], color="0.3", label=label, **style)
     if not ax.get_legend_handles_labels()[0]:
         ax.text(0.5, 0.5, "no evaluations logged yet", transform=ax.transAxes, ha="center", va="center", color="0.4")
     ax.axvline(0, color="0.3", linestyle="--", linewidth=1.2, label="online starts", zorder=2)
@@ -128,13 +155,17 @@ def plot_success(runs: Sequence[Run], out: Path, band: str = "range") -> None:
     ax.set_xlabel("offline: gradient steps (rescaled)   |   online: environment steps")
     ax.set_ylabel("evaluation success rate")
     tasks = sorted({str(OmegaConf.select(r.config, "task.name", default="?")) for r in runs} - {"?"})
-    ax.set_title(f"Evaluation success{': ' * bool(tasks)}{', '.join(tasks)}\n(thick: mean over seeds, band: "
-                 f"{'95% bootstrap interval of the mean' if band == 'ci95' else 'min-max'}, thin: each seed)",
+    spread = "95% bootstrap interval of the mean" if band == "ci95" else "min-max"
+    ax.set_title(f"Evaluation success{': ' * bool(tasks)}{', '.join(tasks)}\n(thick: deterministic policy, mean over "
+                 f"seeds, band: {spread}, thin: each seed)",
                  fontsize=11)
     ax.grid(alpha=0.3)
-    ax.legend(loc="lower right", framealpha=0.9)
+    handles, labels = ax.get_legend_handles_labels()
+    # Below the axes: with the stochastic and training lines there is no empty corner to hold it.
+    fig.legend(handles, labels, loc="outside lower center", ncol=min(len(labels), 3), fontsize=9, framealpha=0.9)
     fig.savefig(out, dpi=120)
     plt.close(fig)
+    return labels
 
 
 def _pick_runs(runs: Sequence[Run], limit: int) -> list[Run]:
@@ -150,27 +181,57 @@ def _pick_runs(runs: Sequence[Run], limit: int) -> list[Run]:
     return picked
 
 
-def _calibration_panel(ax, snapshot: dict[str, np.ndarray] | None, title: str, rng) -> None:
+def calibration_panels(runs: Sequence[Run], by_algo: bool = False) -> list[tuple[str, list[Run]]]:
+    """The figure's rows: (title, runs drawn in it). One run per row, up to MAX_CALIBRATION_RUNS
+    taken across algorithms; by_algo: one row per algorithm with every seed's points (a study
+    has too many seeds for a row each, and leaving seeds out hides how they differ)."""
+    with_files = [r for r in runs if r.calibration]
+    if not by_algo:
+        shown = _pick_runs(with_files, MAX_CALIBRATION_RUNS)
+        return [(run.label, [run]) for run in sorted(shown, key=runs.index)]
+    groups: dict[str, list[Run]] = {}
+    for run in with_files:
+        groups.setdefault(run.algo, []).append(run)
+    return [(f"{algo} ({len(group)} seed{'s' * (len(group) > 1)})", group) for algo, group in groups.items()]
+
+
+def _calibration_panel(ax, snapshots: list[tuple[str, dict[str, np.ndarray] | None]], title: str, rng) -> None:
+    """Q against G of one run's snapshot, or of several (one per seed, marker = seed) pooled."""
     ax.set_title(title, fontsize=10)
     ax.set_xlabel("Monte-Carlo return-to-go G")
     ax.set_ylabel("Q(s, a)")
-    if snapshot is None:
+    present = [(name, snapshot) for name, snapshot in snapshots if snapshot is not None]
+    if not present:
         ax.text(0.5, 0.5, "not written yet", transform=ax.transAxes, ha="center", va="center", color="0.4")
         return
+    pooled = len(snapshots) > 1
     sets = [("train", "training sample", "0.5", "o", 3), ("valid", "held-out demos", "tab:blue", "o", 8),
             ("online", "online episodes", "tab:orange", "^", 10)]
     values = []
     for key, name, color, marker, size in sets:
-        q, g = (np.asarray(snapshot.get(f"{p}_{key}", []), dtype=float).ravel() for p in "qg")
-        if q.size == 0 or q.size != g.size:
-            continue
-        keep = rng.permutation(q.size)[:3000]  # a readable cloud; the label's numbers use all
-        ax.scatter(g[keep], q[keep], s=size, marker=marker, color=color, alpha=0.35, linewidths=0, rasterized=True,
-                   label=f"{name} (n={q.size}, mean Q-G={np.mean(q - g):+.2f})")
-        values += [q, g]
+        qs, gs = [], []
+        for index, (_, snapshot) in enumerate(present):
+            q, g = (np.asarray(snapshot.get(f"{p}_{key}", []), dtype=float).ravel() for p in "qg")
+            if q.size == 0 or q.size != g.size:
+                continue
+            keep = rng.permutation(q.size)[:3000 // len(present)]  # a readable cloud; the label's numbers use all
+            ax.scatter(g[keep], q[keep], s=size, marker=SEED_MARKERS[index % len(SEED_MARKERS)] if pooled else marker,
+                       color=color, alpha=0.35, linewidths=0, rasterized=True)
+            qs.append(q)
+            gs.append(g)
+        if qs:
+            q, g = np.concatenate(qs), np.concatenate(gs)
+            ax.scatter([], [], s=size, marker=marker, color=color,
+                       label=f"{name} (n={q.size}, mean Q-G={np.mean(q - g):+.2f})")
+            values += [q, g]
     if not values:
         ax.text(0.5, 0.5, "empty file", transform=ax.transAxes, ha="center", va="center", color="0.4")
         return
+    if pooled:  # which marker is which seed, and how far apart the seeds are on the held-out demos
+        for index, (name, snapshot) in enumerate(present):
+            q, g = (np.asarray(snapshot.get(f"{p}_valid", []), dtype=float).ravel() for p in "qg")
+            gap = f": held-out mean Q-G={np.mean(q - g):+.2f}" if q.size and q.size == g.size else ""
+            ax.scatter([], [], s=12, marker=SEED_MARKERS[index % len(SEED_MARKERS)], color="0.25", label=name + gap)
     low, high = float(min(v.min() for v in values)), float(max(v.max() for v in values))
     pad = 0.05 * (high - low or 1.0)
     ax.plot([low - pad, high + pad], [low - pad, high + pad], "k--", linewidth=1, label="Q = G")
@@ -181,33 +242,40 @@ def _calibration_panel(ax, snapshot: dict[str, np.ndarray] | None, title: str, r
     ax.legend(fontsize=7.5, loc="upper left", markerscale=1.5)
 
 
-def plot_calibration(runs: Sequence[Run], out: Path) -> list[str]:
-    """Writes the figure when some run has calibration files; returns the names of runs without."""
-    with_files = [(r, r.calibration) for r in runs if r.calibration]
-    shown = _pick_runs([r for r, _ in with_files], MAX_CALIBRATION_RUNS)
-    without = [r.name for r in runs if all(r is not w for w, _ in with_files)]
-    if not shown:
+def plot_calibration(runs: Sequence[Run], out: Path, by_algo: bool = False) -> list[str]:
+    """Writes the figure when some run has calibration files; returns the names of runs without.
+    by_algo: one row per algorithm with every seed (calibration_panels)."""
+    panels = calibration_panels(runs, by_algo)
+    with_files = [r for r in runs if r.calibration]
+    without = [r.name for r in runs if not r.calibration]
+    if not panels:
         return without
-    files = {id(r): f for r, f in with_files}
     plt = _pyplot()
-    shown.sort(key=runs.index)
+    shown = [run for _, group in panels for run in group]
     # Runs with no online phase at all (online_env_steps=0) get no empty "latest" column.
     phases = ("offline",) if all(run.online_env_steps == 0 for run in shown) else ("offline", "online")
     width = 5.5 * len(phases)
-    fig, axes = plt.subplots(len(shown), len(phases), figsize=(width, 4.5 * len(shown) + 0.8), squeeze=False,
+    fig, axes = plt.subplots(len(panels), len(phases), figsize=(width, 4.5 * len(panels) + 0.8), squeeze=False,
                              layout="constrained")
     rng = np.random.default_rng(0)
-    for row, run in zip(axes, shown):
+    for row, (title, group) in zip(axes, panels):
         for ax, phase in zip(row, phases):
-            snapshot = files[id(run)].get(phase)
-            where = "" if snapshot is None else f", step {int(snapshot['step'])}"
-            if snapshot is not None and int(snapshot["env_step"]):
-                where += f", env step {int(snapshot['env_step'])}"
-            _calibration_panel(ax, snapshot, f"{run.label}: {PHASE_TITLES[phase]}{where}", rng)
+            snapshots = [(f"seed {run.seed}", run.calibration.get(phase)) for run in group]
+            where = ""
+            if len(group) == 1 and snapshots[0][1] is not None:
+                snapshot = snapshots[0][1]
+                where = f", step {int(snapshot['step'])}"
+                if int(snapshot["env_step"]):
+                    where += f", env step {int(snapshot['env_step'])}"
+            elif len(group) > 1:
+                have = sum(snapshot is not None for _, snapshot in snapshots)
+                where = f", {have} of {len(group)} seeds" if have < len(group) else ""
+            _calibration_panel(ax, snapshots, f"{title}: {PHASE_TITLES[phase]}{where}", rng)
     more = f"; {len(shown)} of {len(with_files)} runs with calibration files" if len(with_files) > len(shown) else ""
     columns = "left column: last file of the offline phase; right column: latest file" if len(phases) == 2 \
         else "last file of the offline phase (offline-only runs)"
-    fig.suptitle(f"Calibration: critic min(Q1, Q2)(s, a) vs Monte-Carlo return-to-go G\n{columns}{more}")
+    rows = "one row per algorithm, every seed's points (marker = seed)\n" if by_algo else ""
+    fig.suptitle(f"Calibration: critic min(Q1, Q2)(s, a) vs Monte-Carlo return-to-go G\n{rows}{columns}{more}")
     fig.savefig(out, dpi=120)
     plt.close(fig)
     return without
@@ -220,12 +288,13 @@ def _column(run: Run, key: str) -> tuple[np.ndarray, np.ndarray]:
 
 
 def diagnostic_keys(runs: Sequence[Run]) -> list[str]:
-    """The metrics the runs logged (any finite value), preferred ones first."""
+    """The metrics the runs' agents logged (any finite value), preferred ones first."""
     logged: list[str] = []
     for run in runs:
         for row in run.rows:
             for key, value in row.items():
-                if key not in NOT_DIAGNOSTICS and key not in logged and isinstance(value, float) and not math.isnan(value):
+                if (key not in NOT_DIAGNOSTICS and not key.startswith(NOT_DIAGNOSTIC_PREFIXES) and key not in logged
+                        and isinstance(value, float) and not math.isnan(value)):
                     logged.append(key)
     ordered = [k for k in PREFERRED_DIAGNOSTICS if k in logged] + [k for k in logged if k not in PREFERRED_DIAGNOSTICS]
     return ordered[: MAX_DIAGNOSTICS - 1]
@@ -274,3 +343,113 @@ def plot_diagnostics(runs: Sequence[Run], out: Path) -> None:
     plt.close(fig)
 
 
+# ---------------------------------------------------------------------- drift
+def has_drift(run: Run) -> bool:
+    """Whether the run logged any drift column (older metrics.csv files have none)."""
+    return any(len(success_curve(run, 1.0, key)[0]) for key in DRIFT_KEYS)
+
+
+def dimension_keys(run: Run, key: str) -> list[str]:
+    """key_0, key_1, ... that the run logged, by dimension."""
+    pattern = re.compile(rf"{re.escape(key)}_(\d+)")
+    found = {int(m.group(1)): name for row in run.rows[:1] for name in row if (m := pattern.fullmatch(name))}
+    return [found[d] for d in sorted(found) if len(success_curve(run, 1.0, found[d])[0])]
+
+
+def _drift_success(ax, run: Run, width: float, color) -> float:
+    """Deterministic, stochastic and training success of one run; returns the rightmost x."""
+    right = 0.0
+    for key, style in (("eval_success_rate", dict(marker="o", markersize=3, linewidth=1.8)),
+                       *((key, style) for key, style, _ in EXTRA_SUCCESS)):
+        x, y = success_curve(run, width, key)
+        if len(x):
+            ax.plot(x, y, color=color, **style)
+            right = max(right, x[-1])
+    ax.set_ylim(-0.03, 1.05)
+    return right
+
+
+def _drift_metric(ax, run: Run, width: float, key: str, color) -> float:
+    """The mean (thick, the algorithm's colour) and each action dimension (thin); the last
+    dimension is the gripper's. Returns the rightmost x."""
+    right = 0.0
+    import matplotlib
+
+    dims = dimension_keys(run, key)
+    # A sequential map for the arm: no dimension takes an algorithm's colour (the mean's).
+    palette = matplotlib.colormaps["viridis"]
+    for index, name in enumerate(dims):
+        x, y = success_curve(run, width, name)
+        gripper = index == len(dims) - 1
+        ax.plot(x, y, color="black" if gripper else palette(index / max(len(dims) - 2, 1) * 0.9), linewidth=0.9,
+                linestyle="--" if gripper else "-", alpha=0.75,
+                label=f"gripper (dim {index})" if gripper else f"arm dim {index}")
+        right = max(right, x[-1])
+    x, y = success_curve(run, width, key)
+    if len(x):
+        ax.plot(x, y, color=color, linewidth=2.4, label="mean over dimensions" if dims else "mean")
+        right = max(right, x[-1])
+    else:
+        ax.text(0.5, 0.5, "not logged", transform=ax.transAxes, ha="center", va="center", color="0.4")
+    return right
+
+
+DRIFT_TITLES = {
+    "success": "success: deterministic (solid), stochastic (dashed), training episodes (dotted)",
+    "action_change": "action_change: mean |change| of the deterministic action\n"
+                     "on the probe set since the previous row",
+    "feature_change": "feature_change: mean 1 - cos(encoder features now,\nat the previous row) on the probe set",
+    "policy_std": "policy_std: the actor's mean pre-tanh std on the probe set",
+}
+
+
+def plot_drift(runs: Sequence[Run], out: Path) -> list[str]:
+    """What moved across the switch: per run a row of success, action change, feature change and
+    policy std on the success figure's x axis, so a dip can be read against what moved first.
+    Written when some run logged the drift columns; returns the names of runs without them."""
+    drawn = [run for run in runs if has_drift(run)]
+    without = [run.name for run in runs if not has_drift(run)]
+    if not drawn:
+        return without
+    plt = _pyplot()
+    online_width = max((r.online_env_steps for r in drawn), default=0)
+    width = online_width or max((r.offline_steps for r in drawn), default=1) or 1
+    colors = _algo_colors(drawn)
+    keys = ["success", *DRIFT_KEYS]
+    fig, axes = plt.subplots(len(drawn), len(keys), figsize=(18, 2.9 * len(drawn) + 1.4), sharex=True, squeeze=False,
+                             layout="constrained")
+    right = width
+    for row, run in zip(axes, drawn):
+        for ax, key in zip(row, keys):
+            if key == "success":
+                right = max(right, _drift_success(ax, run, width, colors[run.algo]))
+                ax.set_ylabel(f"{run.label}\nsuccess rate", fontsize=9)
+            elif key == "feature_change":  # one number per row: no dimensions
+                x, y = success_curve(run, width, key)
+                if len(x):
+                    ax.plot(x, y, color=colors[run.algo], linewidth=2)
+                    right = max(right, x[-1])
+                else:
+                    ax.text(0.5, 0.5, "not logged", transform=ax.transAxes, ha="center", va="center", color="0.4")
+            else:
+                right = max(right, _drift_metric(ax, run, width, key, colors[run.algo]))
+            ax.axvspan(-width, 0, color="0.94", zorder=0)
+            ax.axvline(0, color="0.3", linestyle="--", linewidth=1.2)
+            ax.grid(alpha=0.3)
+    for ax, key in zip(axes[0], keys):
+        ax.set_title(DRIFT_TITLES[key], fontsize=9)
+    axes[0][0].set_xlim(-width * 1.02, right * 1.02)
+    for ax in axes[-1]:
+        _success_ticks(ax, drawn, width, right)
+        ax.set_xlabel("offline: gradient steps (rescaled) | online: env steps")
+    # One legend for the dimension lines, from the first panel that has them.
+    handles, labels = next((ax.get_legend_handles_labels() for ax in axes[:, 1] if ax.get_legend_handles_labels()[0]),
+                           ([], []))
+    handles.append(plt.Line2D([], [], color="0.3", linestyle="--"))
+    labels.append("online starts (x = 0)")
+    fig.legend(handles, labels, loc="outside lower center", ncol=min(len(labels), 6), fontsize=8.5)
+    fig.suptitle("What moved across the switch: success against the drift of the actor and the encoder "
+                 "(the change columns: since the previous log row)")
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+    return without

@@ -75,9 +75,11 @@ def _number(value: Any) -> float:
 
 
 def read_metrics(path: Path) -> list[dict[str, Any]]:
-    """metrics.csv rows as floats (nan where empty), sorted by step. A resumed run's repeated
-    step keeps its last row; a half-written last line of a run in progress is dropped."""
-    by_step: dict[int, dict[str, Any]] = {}
+    """metrics.csv rows as floats (nan where empty), sorted by step, offline before online at
+    one step (an evaluation at the switch may be logged in both phases at the last offline
+    step). A resumed run's repeated step keeps its last row; a half-written last line of a run
+    in progress is dropped."""
+    by_step: dict[tuple[int, bool], dict[str, Any]] = {}
     with open(path, newline="") as f:
         for raw in csv.DictReader(f):
             if None in raw or None in raw.values() or raw.get("phase") not in ("offline", "online"):
@@ -86,8 +88,8 @@ def read_metrics(path: Path) -> list[dict[str, Any]]:
                 row = {k: v if k == "phase" else _number(v) for k, v in raw.items()}
             except ValueError:
                 continue
-            by_step[int(row["step"])] = row
-    return [by_step[step] for step in sorted(by_step)]
+            by_step[(int(row["step"]), row["phase"] == "online")] = row
+    return [by_step[key] for key in sorted(by_step)]
 
 
 def discover_runs(paths: Sequence[Path]) -> list[Run]:
@@ -114,28 +116,34 @@ def discover_runs(paths: Sequence[Path]) -> list[Run]:
     return sorted(runs, key=lambda r: (r.algo, str(r.seed).zfill(9), r.name))
 
 
-def evaluations(rows: Sequence[Mapping[str, Any]]) -> list[tuple[str, float, float, float]]:
-    """(phase, step, env_step, success) of the rows that hold an evaluation, by step."""
+def evaluations(rows: Sequence[Mapping[str, Any]],
+                key: str = "eval_success_rate") -> list[tuple[str, float, float, float]]:
+    """(phase, step, env_step, value) of the rows that hold `key` (default: the deterministic
+    evaluation's success; eval_stochastic_success_rate, train_success_rate, ... likewise), by
+    step. A column the run's metrics.csv lacks (older runs) gives []."""
     evals = []
     for row in rows:
-        success = _number(row.get("eval_success_rate"))
-        if not math.isnan(success):
-            evals.append((row["phase"], _number(row["step"]), _number(row["env_step"]), success))
+        value = _number(row.get(key))
+        if not math.isnan(value):
+            evals.append((row["phase"], _number(row["step"]), _number(row["env_step"]), value))
     return sorted(evals, key=lambda e: e[1])
 
 
-def headline_numbers(rows: Sequence[Mapping[str, Any]], config: Mapping[str, Any]) -> dict[str, float | None]:
-    """offline_final: last offline evaluation; dip: lowest success over online evaluations with
-    env_step <= online_env_steps / 5 (the first online evaluation when none is that early);
-    final: last evaluation; regret: mean of 1 - success over online evaluations. None = undefined."""
+def headline_numbers(rows: Sequence[Mapping[str, Any]]) -> dict[str, float | None]:
+    """switch, stochastic_switch, dip and worst as calql_vision.study defines them (shared with
+    compare: switch = the last offline evaluation or one online at env step 0, worst = the lowest
+    online evaluation after it, dip = max(0, switch - worst)); final: last evaluation; regret:
+    mean of 1 - success over online evaluations. None = undefined."""
+    from calql_vision.study import dip_numbers  # study reads runs with this module
+
     evals = evaluations(rows)
-    offline = [e[3] for e in evals if e[0] == "offline"]
     online = [e for e in evals if e[0] == "online"]
-    total = config.get("online_env_steps") or 0
-    early = [e[3] for e in online if total and e[2] <= total / 5]
+    dip = dip_numbers(rows)
     return {
-        "offline_final": offline[-1] if offline else None,
-        "dip": min(early) if early else (online[0][3] if online else None),
+        "switch": dip.switch,
+        "stochastic_switch": dip.stochastic_switch,
+        "dip": dip.dip,
+        "worst": dip.worst,
         "final": evals[-1][3] if evals else None,
         "regret": float(np.mean([1.0 - e[3] for e in online])) if online else None,
     }
