@@ -127,15 +127,21 @@ def _group_names(schema: type) -> list[str]:
     ]
 
 
-# Stands for the default encoder, chosen once the task is loaded: conv, or state for a task
-# without cameras.
-DEFERRED_ENCODER = "encoder=<default for the task>"
-
-
-def _last_task_position(argv: list[str]) -> int:
-    """Index of the last `task=` argument (-1 if none): the default encoder goes after it."""
-    positions = [i for i, arg in enumerate(argv) if arg.startswith("task=")]
-    return positions[-1] if positions else -1
+def _default_encoder(argv: list[str]) -> str:
+    """The encoder group a command line gets when it names none: `state` when the task it
+    asks for (its last `task=`, and a `task.cameras=` override) has no cameras, else conv.
+    Settled before anything merges, so it takes its place among the group files as before,
+    ahead of a preset and the overrides."""
+    tasks = [arg.split("=", 1)[1] for arg in argv if arg.startswith("task=")]
+    path = CONFIG_ROOT / "task" / f"{tasks[-1] if tasks else DEFAULT_GROUPS['task']}.yaml"
+    cameras = OmegaConf.load(path).get("cameras") if path.is_file() else None  # a bad name is reported later
+    for arg in argv:
+        if arg.startswith("task.cameras="):
+            try:
+                cameras = OmegaConf.from_dotlist([arg]).task.cameras
+            except OmegaConfBaseException:  # reported by the merge
+                pass
+    return "state" if cameras is not None and len(cameras) == 0 else DEFAULT_GROUPS["encoder"]
 
 
 def load_group_file(group: str, name: str) -> DictConfig:
@@ -209,18 +215,15 @@ def load_config(
         config = _merge(config, base, "the saved config")
     if base is None:  # a saved config already holds its groups' values
         named = {arg.split("=", 1)[0] for arg in argv if "=" in arg}
-        argv = [f"{g}={DEFAULT_GROUPS[g]}" for g in groups if g in DEFAULT_GROUPS and g not in named] + argv
-        # A task without cameras gets the state encoder unless an encoder is named.
-        if "encoder" in groups and "encoder" not in named:
-            argv = [arg for arg in argv if arg != f"encoder={DEFAULT_GROUPS['encoder']}"]
-            argv.insert(_last_task_position(argv) + 1, DEFERRED_ENCODER)
+        defaults = {g: DEFAULT_GROUPS[g] for g in groups if g in DEFAULT_GROUPS and g not in named}
+        if "encoder" in defaults:  # a task without cameras gets the state encoder
+            defaults["encoder"] = _default_encoder(argv)
+        argv = [f"{g}={name}" for g, name in defaults.items()] + argv
     overrides = []
     for arg in argv:
         if "=" not in arg:
             raise ConfigError(f"arguments are key=value pairs, got '{arg}' (see --help)")
         key, value = arg.split("=", 1)
-        if arg == DEFERRED_ENCODER:
-            value = "state" if len(config.task.cameras) == 0 else DEFAULT_GROUPS["encoder"]
         if key in groups:
             group_config = load_group_file(key, value)
             if key == "algo":

@@ -56,7 +56,8 @@ class DriftProbe:
 
     def measure(self, agent: Any) -> dict[str, float]:
         """The drift metrics of `agent` now, against the view kept at the previous call."""
-        view = agent.probe(self.images, self.proprio)
+        # Compared on the CPU, where the previous view is kept (a checkpoint's, too).
+        view = {key: value.float().cpu() for key, value in agent.probe(self.images, self.proprio).items()}
         std = view["std"].mean(0)
         metrics = {"policy_std": float(std.mean()), **{f"policy_std_{i}": float(v) for i, v in enumerate(std)}}
         if self.previous is not None:
@@ -64,7 +65,7 @@ class DriftProbe:
             metrics["action_change"] = float(change.mean())
             metrics.update({f"action_change_{i}": float(v) for i, v in enumerate(change)})
             metrics["feature_change"] = float(one_minus_cosine(view["features"], self.previous["features"]).mean())
-        self.previous = {key: view[key].detach().cpu() for key in ("action", "features")}
+        self.previous = {key: view[key] for key in ("action", "features")}
         return metrics
 
     def state(self) -> dict[str, torch.Tensor] | None:

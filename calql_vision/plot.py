@@ -144,7 +144,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     out.mkdir(parents=True, exist_ok=True)
-    from calql_vision.plotting.figures import plot_calibration, plot_diagnostics, plot_drift, plot_success
+    from calql_vision.plotting.figures import (MAX_DRIFT_RUNS, plot_calibration, plot_diagnostics, plot_drift,
+                                               plot_success)
 
     print(f"{len(runs)} run(s); writing to {out}")
     plot_success(runs, out / "success.png")
@@ -153,7 +154,8 @@ def main(argv: list[str] | None = None) -> int:
     if len(without) == len(runs):
         print("note: drift.png skipped: no run logged action_change, feature_change or policy_std (older runs do not)")
     elif without:
-        print(f"note: drift.png leaves out runs without the drift columns: {', '.join(without)}")
+        print(f"note: drift.png leaves out runs without the drift columns, or past its first "
+              f"{MAX_DRIFT_RUNS}: {', '.join(without)}")
     without = plot_calibration(runs, out / "calibration.png")
     if len(without) == len(runs):
         print("note: calibration.png skipped: no run has calibration/step_*.npz (older runs do not write them)")

@@ -139,8 +139,9 @@ def resolve_task_render_quality(cfg) -> None:
     from calql_vision.agents import algorithm
     from envs.render_quality import WHAT_EACH_RENDERS, resolve_render_quality
 
-    reads_file = cfg.dataset is not None and algorithm(cfg.algo.name).uses_dataset
-    recorded = dataset_render_quality(Path(cfg.dataset)) if reads_file else None
+    # A low-dim task's policy sees no frames: the render quality is its videos' alone.
+    reads_frames = cfg.dataset is not None and algorithm(cfg.algo.name).uses_dataset and len(cfg.task.cameras) > 0
+    recorded = dataset_render_quality(Path(cfg.dataset)) if reads_frames else None
     if cfg.task.render_quality == "auto":
         cfg.task.render_quality = resolve_render_quality("auto", recorded)
     elif recorded is not None and recorded != cfg.task.render_quality and not cfg.allow_render_mismatch:
@@ -155,6 +156,8 @@ def warn_if_rendered_differently(path: Path, env) -> None:
     """One line on stderr when the dataset's frames were rendered otherwise than the env's."""
     from envs.render_quality import mismatch_warning
 
+    if not env.image_keys:  # a low-dim task reads no frames
+        return
     warning = mismatch_warning(str(path), dataset_render_quality(path), env.render_quality)
     if warning:
         print(warning, file=sys.stderr)

@@ -101,7 +101,8 @@ def _encoder_fits_task(config: DictConfig) -> list[str]:
     if kind is None:
         return []
     if len(cameras) == 0 and kind != "state":
-        return [f"encoder.kind={kind}: task.cameras=[] has no images; use encoder=state (the default for such tasks)"]
+        return [f"encoder.kind={kind}: task.cameras=[] has no images; use encoder=state (the default for tasks "
+                "without cameras when no encoder is named)"]
     if len(cameras) > 0 and kind == "state":
         return [f"encoder.kind=state: task.cameras={list(cameras)} are images; use encoder=conv or encoder=resnet18, "
                 "or task.cameras=[]"]

@@ -112,6 +112,30 @@ def test_a_task_without_cameras_gets_the_state_encoder_by_default():
     assert train_config("task=lift_state", "encoder.hidden_dims=[64]").encoder.hidden_dims == [64]
 
 
+def test_the_default_encoder_keeps_the_place_of_a_group_file_before_presets_and_overrides():
+    from calql_vision.train import PRESETS
+
+    for argv in (["preset=quick", "task=lift_visual"], ["task=lift_visual", "preset=quick"]):
+        cfg = load_config(TrainConfig, argv, "calql_vision.train", "", presets=PRESETS, base_file="base.yaml")
+        assert (cfg.encoder.kind, cfg.encoder.channels, list(cfg.encoder.strides)) == ("conv", 16, [2, 2, 2, 1])
+    assert train_config("task=lift_visual", "task.cameras=[]", "task.proprio_keys=[object]").encoder.kind == "state"
+
+
+def test_a_low_dim_task_ignores_the_render_quality_of_the_dataset_frames(tmp_path):
+    """robomimic's low-dim files record no render quality (they count as `full`); a low-dim
+    policy sees no frames, so an explicit other setting (for its videos) is no mismatch."""
+    from calql_vision.train import resolve_task_render_quality
+
+    path = tmp_path / "low_dim.hdf5"
+    write_robomimic_low_dim(path)
+    cfg = train_config("task=lift_state", f"dataset={path}", "task.render_quality=fast")
+    resolve_task_render_quality(cfg)
+    assert cfg.task.render_quality == "fast"
+    pixels = train_config("task=lift_visual", f"dataset={path}", "task.render_quality=fast")
+    with pytest.raises(ConfigError, match="allow_render_mismatch"):
+        resolve_task_render_quality(pixels)
+
+
 @pytest.mark.parametrize("argv,message", [
     (["task=lift_state", "encoder=conv"], "task.cameras=[] has no images; use encoder=state"),
     (["task=lift_visual", "encoder=state"], "are images; use encoder=conv"),

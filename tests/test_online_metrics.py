@@ -101,10 +101,25 @@ def test_drift_is_zero_for_a_frozen_agent_and_positive_after_an_update(pixels):
     # The pixel encoder moves with the critic; the state vector itself never changes.
     assert (moved["feature_change"] > 0) if pixels else (moved["feature_change"] == 0.0)
     # What a checkpoint keeps gives a resumed probe the same next measurement.
+    assert all(t.device.type == "cpu" for t in probe.state().values()), "kept on the CPU, whatever the agent's device"
     resumed = DriftProbe(replay, torch.device("cpu"), size=32)
     resumed.load_state(probe.state())
     agent.update(replay.sample(16, np.random.default_rng(9), "cpu"))
     assert resumed.measure(agent) == probe.measure(agent)
+
+
+def test_resuming_a_run_written_by_older_code_keeps_its_old_columns(tmp_path):
+    from calql_vision.metrics import MetricsLogger
+
+    path = tmp_path / "metrics.csv"
+    path.write_text("phase,step,env_step,eval_success_rate,eval_return,td_loss,episode_return,episode_success\n"
+                    "online,10,5,,,0.5,1.0,1.0\nonline,20,10,,,0.4,0.0,0.0\n")
+    logger = MetricsLogger(path, tmp_path / "tb", ["td_loss"], resume_step=10, action_dim=7)
+    logger.log("online", 12, 6, {"td_loss": 0.3, "train_episodes": 1.0, "action_change_6": 0.1})
+    logger.close()
+    columns, rows = read_rows(tmp_path)
+    assert {"episode_return", "episode_success", "train_episodes", "action_change_6"} <= set(columns)
+    assert [(r["step"], r["episode_success"], r["train_episodes"]) for r in rows] == [("10", "1.0", ""), ("12", "", "1.0")]
 
 
 # ---------------------------------------------------------------------- a trainer on the real env

@@ -24,6 +24,7 @@ NOT_DIAGNOSTIC_PREFIXES = ("eval_", "train_", "action_change", "feature_change",
 MAX_DIAGNOSTICS = 9
 SEED_STYLES = ["-", "--", ":", "-."]
 MAX_CALIBRATION_RUNS = 4
+MAX_DRIFT_RUNS = 12
 SEED_MARKERS = ["o", "s", "D", "v", "P", "X", "*", "h"]
 # The success figure's other curves, beside each algorithm's deterministic evaluations: the mean
 # over seeds only (the band stays the deterministic curve's), in the algorithm's colour.
@@ -411,6 +412,10 @@ def plot_drift(runs: Sequence[Run], out: Path) -> list[str]:
     without = [run.name for run in runs if not has_drift(run)]
     if not drawn:
         return without
+    # A row per run: past MAX_DRIFT_RUNS the figure grows past what a screen shows; the rest
+    # are named like the runs without drift columns (plot the study's runs in parts to see them).
+    without += [run.name for run in drawn[MAX_DRIFT_RUNS:]]
+    drawn = drawn[:MAX_DRIFT_RUNS]
     plt = _pyplot()
     online_width = max((r.online_env_steps for r in drawn), default=0)
     width = online_width or max((r.offline_steps for r in drawn), default=1) or 1
