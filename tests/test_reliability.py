@@ -71,7 +71,7 @@ def last_line(stderr: str) -> str:
     (["offline_steps=0", "online_env_steps=0"], "nothing to train"),
     (["video_size=65"], "video_size=65: expected an even number"),
     (["algo=aca", "algo.critic_updates=2"], "algo.critic_updates=2: expected 1 for algo=aca"),
-    (["task.cameras=[]"], "encoder.kind=conv: task.cameras=[] has no images; use encoder=state"),
+    (["task.cameras=[]", "encoder=conv"], "encoder.kind=conv: task.cameras=[] has no images; use encoder=state"),
     (["batch_size=abc"], "batch_size"),
 ])
 def test_out_of_range_settings_are_rejected_naming_key_value_and_range(args, message):
