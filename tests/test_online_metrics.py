@@ -21,7 +21,7 @@ from conftest import ROOT, TINY_ALGO_ARGS, task_config
 # A low-dim training run small enough for tests (no rendering but the videos).
 TINY_STATE_ARGS = [
     "task=lift_state", "task.horizon=15", "algo.hidden_dims=[32,32]", "batch_size=8",
-    "eval_every=4", "eval_episodes=2", "log_every=2", "checkpoint_every=4", "threads=1", "video_size=64",
+    "eval_every=8", "eval_episodes=2", "log_every=2", "checkpoint_every=8", "threads=1", "video_size=64",
 ]
 ALGO_ARGS = TINY_ALGO_ARGS
 OFFLINE_STEPS, ONLINE_ENV_STEPS = 6, 32
