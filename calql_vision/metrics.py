@@ -36,9 +36,6 @@ class MetricsLogger:
         self.columns = metric_columns(agent_metrics, action_dim)
         self.csv_path = csv_path
         if resume_step is not None and self.csv_path.exists():
-            # Columns of the file that this version no longer writes (a run made by older
-            # code) stay, empty in the new rows, so resuming loses none of its history.
-            self.columns += [c for c in self._file_columns() if c not in self.columns]
             self._truncate_after(resume_step)
         new_file = not self.csv_path.exists()
         self._file = open(self.csv_path, "a", newline="")
@@ -52,13 +49,13 @@ class MetricsLogger:
         purge_step = None if resume_step is None else resume_step + 1
         self._tensorboard = SummaryWriter(str(tensorboard_dir), purge_step=purge_step)
 
-    def _file_columns(self) -> list[str]:
-        with open(self.csv_path, newline="") as f:
-            return list(csv.DictReader(f).fieldnames or [])
-
     def _truncate_after(self, step: int) -> None:
         with open(self.csv_path, newline="") as f:
-            rows = [row for row in csv.DictReader(f) if int(row["step"]) <= step]
+            reader = csv.DictReader(f)
+            rows = [row for row in reader if int(row["step"]) <= step]
+        # Columns of the file that this version no longer writes (a run made by older code)
+        # stay, empty in the new rows, so resuming loses none of its history.
+        self.columns += [c for c in reader.fieldnames or [] if c not in self.columns]
         text = io.StringIO(newline="")
         writer = csv.DictWriter(text, fieldnames=self.columns, extrasaction="ignore")
         writer.writeheader()

@@ -109,6 +109,13 @@ class TanhGaussianActor(nn.Module):
         log_prob = tanh_gaussian_log_prob(pre_tanh, mean, log_std, std)
         return torch.tanh(pre_tanh), log_prob
 
+    def sample(self, features: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """A tanh-squashed action (B, A) whose noise comes from `generator` (which may live on
+        another device, e.g. the CPU), not from torch's global stream; no log-probability."""
+        mean, log_std = self.distribution(features)
+        noise = torch.randn(mean.shape, generator=generator, device=generator.device).to(mean.device)
+        return torch.tanh(mean + log_std.exp() * noise)
+
     def log_prob(self, features: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
         """log pi(a | s) of given actions: features (B, D), actions (B, A) -> (B,).
         Differentiable in both; actions on the boundary are read just inside (-1, 1)."""

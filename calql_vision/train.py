@@ -336,13 +336,11 @@ class Trainer:
         """Shapes from the dataset when there is one (checked against the env), else the env's."""
         from calql_vision.agents import ObsSpec
 
-        if self.dataset is not None and self.dataset.images:
-            image_shape = tuple(next(iter(self.dataset.images.values())).shape[1:])
-            proprio_dim = self.dataset.proprio.shape[1]
-        elif self.dataset is not None:  # low-dim: no frames, the image shape is never used
-            image_shape, proprio_dim = (3, self.envs.image_size, self.envs.image_size), self.dataset.proprio.shape[1]
-        else:
-            image_shape, proprio_dim = (3, self.envs.image_size, self.envs.image_size), self.envs.proprio_dim
+        dataset = self.dataset
+        proprio_dim = self.envs.proprio_dim if dataset is None else dataset.proprio.shape[1]
+        frames = {} if dataset is None else dataset.images  # none for a low-dim task
+        image_shape = (tuple(next(iter(frames.values())).shape[1:]) if frames
+                       else (3, self.envs.image_size, self.envs.image_size))  # unused without cameras
         return ObsSpec(tuple(self.envs.image_keys), image_shape, proprio_dim, self.envs.action_dim)
 
     def _top_offline_episodes(self) -> list[np.ndarray]:

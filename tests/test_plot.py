@@ -192,14 +192,20 @@ def test_default_out_is_first_path_plots(tmp_path):
     assert len(table) == 2 and table[1].startswith(str(one_run))
 
 
-def test_missing_calibration_files_skip_only_that_figure(tmp_path):
-    root = make_runs(tmp_path / "runs", calibration=False)
+def plot_skipping(root: Path, figure: str, drawn: tuple[str, ...]) -> subprocess.CompletedProcess:
+    """`plot` on `root`: it succeeds, says it skipped `figure`, leaves it out and draws `drawn`."""
     result = run_plot(str(root))
     assert result.returncode == 0, result.stderr
-    assert "calibration.png skipped" in result.stdout
-    assert not (root / "plots" / "calibration.png").exists()
-    assert_real_image(root / "plots" / "success.png")
-    assert_real_image(root / "plots" / "diagnostics.png")
+    assert f"{figure} skipped" in result.stdout
+    assert not (root / "plots" / figure).exists()
+    for name in drawn:
+        assert_real_image(root / "plots" / name)
+    return result
+
+
+def test_missing_calibration_files_skip_only_that_figure(tmp_path):
+    root = make_runs(tmp_path / "runs", calibration=False)
+    plot_skipping(root, "calibration.png", drawn=("success.png", "diagnostics.png"))
 
 
 def test_a_bad_path_exits_2_with_a_message():
@@ -331,12 +337,7 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 def test_old_format_runs_still_plot_without_the_drift_figure(tmp_path):
     root = make_runs(tmp_path / "runs", old_format=True)
-    result = run_plot(str(root))
-    assert result.returncode == 0, result.stderr
-    assert "drift.png skipped" in result.stdout
-    assert not (root / "plots" / "drift.png").exists()
-    for name in ("success.png", "calibration.png", "diagnostics.png"):
-        assert_real_image(root / "plots" / name)
+    plot_skipping(root, "drift.png", drawn=("success.png", "calibration.png", "diagnostics.png"))
     line = next(l for l in (root / "plots" / "summary.txt").read_text().splitlines()
                 if l.startswith("lift_visual/cql/20260100"))
     # the same numbers as the new format; no stochastic evaluation at the switch

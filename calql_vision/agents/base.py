@@ -118,9 +118,7 @@ class PixelAgent:
         if deterministic:
             action = self.actor.deterministic(features)
         elif generator is not None:
-            mean, log_std = self.actor.distribution(features)
-            noise = torch.randn(mean.shape, generator=generator, device=generator.device).to(mean.device)
-            action = torch.tanh(mean + log_std.exp() * noise)
+            action = self.actor.sample(features, generator)
         else:
             action, _ = self.actor(features)
         action = action.cpu().numpy().astype(np.float64)
