@@ -137,6 +137,11 @@ ALGO_SCHEMAS: dict[str, type] = {
 }
 
 
+# Algorithms without an offline phase (they learn online from scratch; rlpd reads the dataset
+# as half of every batch). agents.ALGORITHMS' `pretrains` says the same and is checked against it.
+ONLINE_ONLY = frozenset({"sac", "rlpd"})
+
+
 def algo_schema(name: str) -> type:
     if name not in ALGO_SCHEMAS:
         raise KeyError(name)

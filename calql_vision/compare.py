@@ -22,6 +22,7 @@ from calql_vision.algo_configs import ALGO_SCHEMAS
 from calql_vision.atomic_file import atomic_file
 from calql_vision.config import ConfigError, TrainConfig, load_config
 from calql_vision.config_fields import AT_LEAST_1, UNIT, OneOf, Range, doc
+from calql_vision.control import CONTROL_SUFFIX
 
 DESCRIPTION = __doc__.split("\n\n")[0] + """
 
@@ -35,6 +36,8 @@ source algorithm's pretraining of the same seed (init_from; by default wsrl from
 both are in the grid); their networks must have the same shape (algo.num_critics,
 algo.critic_layer_norm, algo.actor_layer_norm, algo.hidden_dims), or compare stops before
 starting and says what to set; pretrain_from.<algo>=null lets it pretrain itself.
+control=true (the default) also runs, for every run that pretrains itself, its offline
+continuation control (train control_of=<run>) once the run ends, as <algo>-control-seed<k>.
 
 A second call with the same `out` skips finished runs, resumes runs that were stopped or
 killed (from their newest checkpoint) and retries failed ones. A failing run is reported in
@@ -49,8 +52,10 @@ online success, the online regret (mean of 1 - success over online evaluations),
 success, the training episodes' success online, the environment steps until success first
 reaches `threshold`, the stability (mean change of success between neighbouring evaluations,
 offline and online) and the calibration at the switch (mean Q against mean reward-to-go G on
-held-out demos); <out>/success.png (success across the switch, mean and 95% interval per
-algorithm, stochastic and training episodes beside), <out>/calibration.png (every run, a
+held-out demos); beside them the controls' final success, each run's final success minus its
+own control's (paired by seed), the controls' worst point and stability; <out>/success.png
+(success across the switch, mean and 95% interval per algorithm, stochastic and training
+episodes and the offline control beside), <out>/calibration.png (every run, a
 panel per algorithm) and <out>/drift.png (what moved across the switch, per run)."""
 
 
@@ -64,6 +69,11 @@ class CompareConfig:
     out: Optional[str] = doc(None, "study directory; null = studies/<task>")
     threshold: float = doc(0.5, "success rate whose first online crossing is reported in env steps", valid=UNIT)
     pretrain_from: dict = doc({"wsrl": "calql"}, "algo -> algo whose pretraining (same seed) starts its runs")
+    control: bool = doc(
+        True, "also run, for every run that pretrains itself, its offline continuation control (train control_of=): "
+        "the same switch checkpoint trained on offline for as many updates as the online phase makes, evaluated at "
+        "the same updates; the summary sets every result beside it"
+    )
 
 
 @dataclass
@@ -72,12 +82,23 @@ class Job:
     seed: int
     overrides: list[str]
     source: Optional["Job"] = None  # the job whose pretraining this one starts from
+    control_of: Optional["Job"] = None  # the job whose offline continuation control this one is
     process: Optional[subprocess.Popen] = field(default=None, repr=False)
     started: float = 0.0
 
     @property
+    def folder(self) -> str:
+        """Its runs' folder under <runs root>/<task>/ (train's own naming)."""
+        return self.algo + (CONTROL_SUFFIX if self.control_of is not None else "")
+
+    @property
     def name(self) -> str:
-        return f"{self.algo}-seed{self.seed}"
+        return f"{self.folder}-seed{self.seed}"
+
+    @property
+    def parent(self) -> Optional["Job"]:
+        """The job that must finish first: the pretraining it starts from, or the run it controls."""
+        return self.source or self.control_of
 
 
 class Study:
@@ -90,7 +111,7 @@ class Study:
         return self.root / "runs" / f"seed{seed}"
 
     def run_dirs(self, job: Job) -> list[Path]:
-        folder = self.runs_root(job.seed) / self.task / job.algo
+        folder = self.runs_root(job.seed) / self.task / job.folder
         return sorted(p for p in folder.iterdir() if (p / "config.yaml").is_file()) if folder.is_dir() else []
 
     def record_path(self, job: Job) -> Path:
@@ -152,6 +173,9 @@ def split_arguments(argv: list[str]) -> tuple[list[str], list[str], dict[str, li
 def plan(cfg, shared: list[str], per_algo: dict[str, list[str]]) -> list[Job]:
     """The jobs, each run's settings checked now (ConfigError before anything starts)."""
     algos = list(cfg.algos)
+    if not algos or not cfg.seeds:
+        raise ConfigError(f"algos={algos} seeds={list(cfg.seeds)}: an empty grid runs nothing; "
+                          "expected at least one algorithm and one seed")
     unknown = sorted(set(per_algo) - set(algos))
     if unknown:
         raise ConfigError(f"settings for {unknown}, which are not in algos={algos}")
@@ -159,7 +183,7 @@ def plan(cfg, shared: list[str], per_algo: dict[str, list[str]]) -> list[Job]:
         raise ConfigError(f"algos={algos} and seeds={list(cfg.seeds)} must not repeat")
     sources = {a: s for a, s in dict(cfg.pretrain_from).items() if a in algos and s in algos}
     from calql_vision.agents import algorithm, can_init_from
-    from calql_vision.train import DESCRIPTION as TRAIN_DESCRIPTION, PRESETS
+    from calql_vision.train import DESCRIPTION as TRAIN_DESCRIPTION, PRESETS, machine_preset
 
     for algo, source in sources.items():
         if not algorithm(source).pretrains or not can_init_from(algo, source):
@@ -169,8 +193,9 @@ def plan(cfg, shared: list[str], per_algo: dict[str, list[str]]) -> list[Job]:
     for algo in sorted(algos, key=lambda a: a in sources):  # sources first
         overrides = [f"task={cfg.task}", f"algo={algo}", *shared, *per_algo.get(algo, [])]
         try:
-            settings[algo] = load_config(TrainConfig, overrides, "calql_vision.train", TRAIN_DESCRIPTION,
-                                         presets=PRESETS, base_file="base.yaml")
+            # Checked as train will load them, with the preset it picks for this machine.
+            settings[algo] = load_config(TrainConfig, machine_preset(overrides)[0], "calql_vision.train",
+                                         TRAIN_DESCRIPTION, presets=PRESETS, base_file="base.yaml")
         except ConfigError as error:
             raise ConfigError(f"the {algo} runs: {error}") from None
         if algo in sources:
@@ -178,7 +203,11 @@ def plan(cfg, shared: list[str], per_algo: dict[str, list[str]]) -> list[Job]:
         for seed in cfg.seeds:
             source = jobs.get((sources[algo], seed)) if algo in sources else None
             jobs[(algo, seed)] = Job(algo, int(seed), overrides, source)
-    return [jobs[(a, int(s))] for a in algos for s in cfg.seeds]
+    planned = [jobs[(a, int(s))] for a in algos for s in cfg.seeds]
+    if cfg.control:  # a run started from another's pretraining shares that run's control
+        planned += [Job(job.algo, job.seed, [], control_of=job) for job in planned
+                    if algorithm(job.algo).pretrains and job.source is None]
+    return planned
 
 
 # What init_from loads must have the same shape in the pretraining and in the runs it starts
@@ -207,6 +236,9 @@ def command(job: Job, study: Study, threads: int) -> list[str]:
     run = study.run_dir(job)
     if run is not None:  # stopped, killed or failed before: continue where it was
         return [sys.executable, "-m", "calql_vision.train", f"resume={run}", f"threads={threads}"]
+    if job.control_of is not None:
+        return [sys.executable, "-m", "calql_vision.train", f"control_of={study.run_dir(job.control_of)}",
+                f"threads={threads}", f"runs_root={study.runs_root(job.seed)}"]
     args = [*job.overrides, f"seed={job.seed}", f"threads={threads}", f"runs_root={study.runs_root(job.seed)}"]
     if job.source is not None:
         args.append(f"init_from={study.run_dir(job.source)}")
@@ -226,11 +258,11 @@ def run_grid(jobs: list[Job], study: Study, parallel: int, threads: int) -> dict
             for job in list(waiting):
                 if len(running) >= parallel:
                     break
-                if job.source is not None and job.source.name not in outcome:
-                    continue  # its pretraining is still running
+                if job.parent is not None and job.parent.name not in outcome:
+                    continue  # its pretraining, or the run it controls, is still running
                 waiting.remove(job)
-                if job.source is not None and not outcome[job.source.name].startswith("done"):
-                    outcome[job.name] = f"skipped ({job.source.name} failed)"
+                if job.parent is not None and not outcome[job.parent.name].startswith("done"):
+                    outcome[job.name] = f"skipped ({job.parent.name} failed)"
                     continue
                 keep = study.run_dir(job)
                 for stale in study.run_dirs(job):  # begun but never checkpointed: nothing to resume
@@ -285,6 +317,7 @@ def summarize(cfg, jobs: list[Job], study: Study, outcome: dict[str, str]) -> st
             runs[job.name] = Run(run_dir, job.name, config, read_metrics(run_dir / "metrics.csv"))
     numbers = {}
     for job in sorted(jobs, key=lambda j: j.source is not None):  # sources first: their switch is needed
+        # A control's rows past the switch count as its online phase (plotting.runs.evaluations).
         if job.name not in runs:
             continue
         run = runs[job.name]
@@ -302,10 +335,19 @@ def summarize(cfg, jobs: list[Job], study: Study, outcome: dict[str, str]) -> st
     header = ["algorithm", "runs", "success at switch", "dip (points)", "online regret", "worst online success",
               "final success", f"env steps to {cfg.threshold:g}", "stochastic success at switch",
               "training-episode success (online)", "stability offline (points)", "stability online (points)",
-              "mean Q at switch", "mean G at switch"]
+              "mean Q at switch", "mean G at switch", "offline control: final success",
+              "final minus control's (same seed)", "offline control: worst", "offline control: stability (points)"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    controls = {j.control_of.name: numbers.get(j.name) for j in jobs if j.control_of is not None}
     for algo in cfg.algos:
-        mine = [numbers[j.name] for j in jobs if j.algo == algo and j.name in numbers]
+        mine = [numbers[j.name] for j in jobs if j.algo == algo and j.control_of is None and j.name in numbers]
+        # Paired by seed: each run against its own control (a run started from another's
+        # pretraining, against that pretraining's control).
+        pairs = [(numbers[j.name], controls.get((j.source or j).name)) for j in jobs
+                 if j.algo == algo and j.control_of is None and j.name in numbers]
+        pairs = [(run, control) for run, control in pairs if control is not None]
+        added = [run.final - control.final for run, control in pairs
+                 if run.final is not None and control.final is not None]
         reached = [n.steps_to_threshold for n in mine if n.steps_to_threshold is not None]
         cells = [
             algo, f"{len(mine)}/{len(cfg.seeds)}",
@@ -321,15 +363,21 @@ def summarize(cfg, jobs: list[Job], study: Study, outcome: dict[str, str]) -> st
             aggregate([n.stability_online for n in mine]).text(".1f", scale=100),
             aggregate([n.q_switch for n in mine]).text(),
             aggregate([n.g_switch for n in mine]).text(),
+            aggregate([c.final for _, c in pairs]).text(),
+            aggregate(added).text("+.2f"),
+            aggregate([c.worst for _, c in pairs]).text(),
+            aggregate([c.stability_online for _, c in pairs]).text(".1f", scale=100),
         ]
         lines.append("| " + " | ".join(cells) + " |")
     table = "\n".join(lines)
 
     figures = ["![success across the switch](success.png)"]
+    online_runs = [run for run in runs.values() if not run.is_control]
     if runs:
         plot_success(list(runs.values()), study.root / "success.png", band="ci95")
-        plot_calibration(list(runs.values()), study.root / "calibration.png", by_algo=True)
-        if len(plot_drift(list(runs.values()), study.root / "drift.png")) < len(runs):
+    if online_runs:
+        plot_calibration(online_runs, study.root / "calibration.png", by_algo=True)
+        if len(plot_drift(online_runs, study.root / "drift.png")) < len(online_runs):
             figures.append("![what moved across the switch](drift.png)")
     figures.append("![calibration, every seed](calibration.png)")
     episodes = sorted({int(r.config.get("eval_episodes", 0)) for r in runs.values()} - {0})
@@ -349,7 +397,10 @@ def summarize(cfg, jobs: list[Job], study: Study, outcome: dict[str, str]) -> st
         "(exploration) policy on the same scenes at the switch evaluation; training-episode success: all the "
         "online training episodes together; both where the runs logged them. Stability: the mean absolute change "
         "of success between neighbouring evaluations within the phase, in points (evaluation noise and swings). "
-        "Q and G: means on the held-out demos at the switch (calibration/step_<n>.npz of the offline phase).",
+        "Q and G: means on the held-out demos at the switch (calibration/step_<n>.npz of the offline phase). "
+        "Offline control: each run's own switch checkpoint trained on the dataset alone for as many updates as its "
+        "online phase made, same seed, evaluated at the same update counts (`train control_of=`); final minus "
+        "control's is what the online phase added over more offline training, paired by seed.",
         f"Evaluation size: {size}.",
         table,
         "Runs that did not finish:\n" + "\n".join(failed) if failed else "Every run finished.",

@@ -230,6 +230,8 @@ def load_config(
                 config = use_algo_schema(config, value)
             config = _merge(config, OmegaConf.create({key: group_config}), f"configs/{key}/{value}.yaml")
         elif key == "preset":
+            if value == "none":  # no preset, not even the one a program picks for the machine
+                continue
             if not presets or value not in presets:
                 raise ConfigError(f"preset={value}: unknown; available: {sorted(presets or {})}")
             config = _merge(config, OmegaConf.create(presets[value]), f"preset={value}")
@@ -278,6 +280,11 @@ class TrainConfig:
     online_env_steps: int = doc(100_000, "environment steps of online fine-tuning", valid=AT_LEAST_0)
     batch_size: int = doc(256, "transitions per gradient step", valid=AT_LEAST_1)
     eval_every: int = doc(5_000, "gradient steps between evaluations (both phases)", valid=AT_LEAST_1)
+    eval_early: int = doc(
+        2, "n extra evaluations right after the switch, at eval_every/2^n, ..., eval_every/4, eval_every/2 updates "
+        "into the online phase (and the offline control's): a drop there rests on more than one point",
+        valid=AT_LEAST_0,
+    )
     eval_episodes: int = doc(10, "episodes per evaluation (fixed seeds)", valid=AT_LEAST_1)
     eval_stochastic: bool = doc(
         True, "every evaluation also rolls out the stochastic (exploration) policy on the same scenes, logged as "
@@ -305,6 +312,11 @@ class TrainConfig:
     resume: Optional[str] = doc(None, "run directory to continue from its last checkpoint")
     init_from: Optional[str] = doc(
         None, "run directory or checkpoint whose agent starts the online phase (offline phase skipped)"
+    )
+    control_of: Optional[str] = doc(
+        None, "run directory whose offline continuation control this is: that run's settings and its checkpoint at "
+        "the switch, then offline training for as many updates as its online phase makes, evaluated at the same "
+        "updates (rows of phase `control`); no online phase. Set by `compare control=true`, or by hand"
     )
 
 

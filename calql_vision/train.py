@@ -28,6 +28,8 @@ from tqdm import tqdm
 from calql_vision.algo_configs import ALGO_SCHEMAS
 from calql_vision.atomic_file import atomic_file
 from calql_vision.config import ConfigError, TrainConfig, load_config, load_run_config
+from calql_vision.control import (CONTROL_PHASE, CONTROL_SUFFIX, early_evaluation_points, equivalent_env_step,
+                                  online_updates)
 from calql_vision.online_episodes import OnlineEpisodes
 from calql_vision.run_dir import RunDir, RunDirBusy, RunLock, find_resume_point
 from calql_vision.stopping import StopRequested, StopSignals
@@ -52,7 +54,10 @@ step_<n>.pt). {RESUMABLE}
 A non-finite loss or parameter stops the run (exit code 3) without saving the diverged
 state; Ctrl-C or SIGTERM stops it with a final checkpoint (exit code 130 or 143).
 
-Presets: preset=quick runs the whole pipeline (collection included) in minutes on a CPU."""
+Presets: preset=quick runs the whole pipeline (collection included) in minutes on a CPU.
+preset=cpu is picked by itself for a new run on a machine without a GPU: the paper-scale
+defaults of configs/base.yaml resized to finish in about 2 hours on 2 cores (the first lines
+say so); preset=none keeps the paper-scale defaults, and key=value overrides win over both."""
 
 PRESETS: dict[str, dict[str, Any]] = {
     # The whole pipeline in under 15 minutes on 2 CPU cores: a small demo set, a small
@@ -68,14 +73,42 @@ PRESETS: dict[str, dict[str, Any]] = {
         "log_every": 50,
         "checkpoint_every": 500,
     },
+    # What a run without a GPU gets unless it names a preset (machine_preset): the study
+    # settings of the README's pixel results (64 px, a 4-layer 16-channel encoder, batch 64:
+    # 19 Cal-QL updates/s and 54 env steps/s on 2 AMD EPYC cores) and 20k + 20k steps, so
+    # task=pick_place_visual (horizon 250) finishes in about 2 hours with collection.
+    "cpu": {
+        "task": {"image_size": 64},
+        "encoder": {"channels": 16, "strides": [2, 2, 2, 1]},
+        "offline_steps": 20_000,
+        "online_env_steps": 20_000,
+        "batch_size": 64,
+        "eval_every": 2_000,
+        "eval_episodes": 10,
+        "log_every": 200,
+        "checkpoint_every": 2_000,
+    },
 }
+
+
+def machine_preset(argv: list[str]) -> tuple[list[str], str | None]:
+    """(argv, note): a command line that names no preset and will not run on CUDA gets
+    preset=cpu after its group files, so its own key=value overrides still win."""
+    if any(arg.startswith("preset=") for arg in argv):
+        return argv, None
+    device = next((arg.split("=", 1)[1] for arg in reversed(argv) if arg.startswith("device=")), "auto")
+    if device.startswith("cuda") or (device == "auto" and torch.cuda.is_available()):
+        return argv, None
+    return [*argv, "preset=cpu"], ("note: no GPU, so preset=cpu: 64 px images, a 16-channel encoder, batch 64, "
+                                   "20k offline updates and 20k online env steps (preset=none keeps the paper-scale "
+                                   "settings of configs/base.yaml)")
 
 
 # Settings a resume may change: budgets, logging, the machine, and the learning rates (applied
 # to the restored optimizers). Everything else shapes the networks, the data or the algorithm.
 RESUMABLE = (
     "offline_steps", "online_env_steps", "eval_every", "eval_episodes", "eval_stochastic", "eval_video", "video_size",
-    "log_every", "checkpoint_every", "device", "precision", "threads",
+    "log_every", "checkpoint_every", "device", "precision", "threads", "eval_early",
     "algo.actor_lr", "algo.critic_lr", "algo.alpha_lr", "algo.value_lr",
 )
 # Where a new run would go means nothing to a resume, which writes into the run it continues.
@@ -293,13 +326,20 @@ class Trainer:
             # Every transition and its frames are kept: an episode of T steps stores T + 1
             # frames, so 2 x (steps + one more episode per worker) frames always suffice, plus
             # the offline episodes an algorithm seeds the buffer with (ACA).
-            capacity = (2 * (cfg.online_env_steps + cfg.num_envs * cfg.task.horizon)
+            online_steps = 0 if cfg.control_of is not None else cfg.online_env_steps  # a control never steps
+            capacity = (2 * (online_steps + cfg.num_envs * cfg.task.horizon)
                         + sum(len(t) + 1 for t in self.seed_episodes))
             self.online_replay = FrameReplay(capacity, image_shapes, spec.proprio_dim, spec.action_dim)
 
         self.agent = make_agent(cfg.algo, cfg.encoder, spec, self.device, self.precision)
         # Pretraining runs only for algorithms that pretrain, and not when init_from gives it.
         self.offline_steps = cfg.offline_steps if self.algorithm.pretrains and cfg.init_from is None else 0
+        # The update the online phase starts after; a control (control_of) trains on offline past it
+        # for as many updates as the online phase makes (calql_vision/control.py).
+        self.switch_step = self.offline_steps
+        if cfg.control_of is not None:
+            self.offline_steps += online_updates(cfg)
+        self._early = early_evaluation_points(cfg.eval_every, cfg.eval_early)
         self.counters = {"step": 0, "env_step": 0, "episodes": 0, "episodes_started": 0, "pending_updates": 0,
                          "switched": False, "row_owed": None}
         # Scene seeds apart from the demos' (0, 1, ...) and the evaluations' (evaluation_seed).
@@ -406,6 +446,9 @@ class Trainer:
     def _run_phases(self) -> None:
         self.finish_owed_bookkeeping()
         self._offline_phase()
+        if self.cfg.control_of is not None:  # no online phase: the control's snapshot is its last
+            self.save_calibration(CONTROL_PHASE)
+            return
         if not self.counters["switched"]:
             self.save_calibration("offline")
             self.agent.on_online_start()
@@ -421,7 +464,8 @@ class Trainer:
         if counters["step"] >= self.offline_steps:
             return
         # The bar is closed however the loop ends, so a message after it starts on its own line.
-        with tqdm(total=self.offline_steps, initial=counters["step"], desc="offline", unit="update") as bar:
+        desc = CONTROL_PHASE if cfg.control_of is not None else "offline"
+        with tqdm(total=self.offline_steps, initial=counters["step"], desc=desc, unit="update") as bar:
             while counters["step"] < self.offline_steps:
                 self._update(self.offline_replay.sample(self._rows_per_update(), self.rng, self.device))
                 bar.update(1)
@@ -556,7 +600,10 @@ class Trainer:
     # ------------------------------------------------------------------ bookkeeping
     def _after_update(self, phase: str, final: bool, bar=None) -> None:
         cfg, step = self.cfg, self.counters["step"]
-        evaluate = step % cfg.eval_every == 0 or final
+        if cfg.control_of is not None and step > self.switch_step:
+            phase = CONTROL_PHASE
+        early = phase != "offline" and step - self.switch_step in self._early
+        evaluate = step % cfg.eval_every == 0 or final or early
         if step % cfg.log_every == 0 or evaluate:
             # Owed until written: a stop inside the evaluation saves the debt with the
             # checkpoint, and the resumed run pays it first (see finish_owed_bookkeeping).
@@ -588,7 +635,10 @@ class Trainer:
             row.update(training_episode_metrics(self._ended_episodes))
         if self.probe is not None:
             row.update(self.probe.measure(self.agent))
-        self.logger.log(owed["phase"], step, self.counters["env_step"], row)
+        env_step = self.counters["env_step"]
+        if owed["phase"] == CONTROL_PHASE:  # the online run's env step at this many updates
+            env_step = equivalent_env_step(self.cfg, step - self.switch_step)
+        self.logger.log(owed["phase"], step, env_step, row)
         self._pending_metrics, self._update_seconds, self._ended_episodes = [], 0.0, []
         self.counters["row_owed"] = None
         if bar is not None:
@@ -781,12 +831,13 @@ class Launch:
     cfg: Any
     run: RunDir
     lock: RunLock
-    checkpoint: dict | None = None  # resume: the checkpoint to continue from
+    checkpoint: dict | None = None  # resume (and control_of): the checkpoint to continue from
     init_state: dict | None = None  # init_from: the agent state the online phase starts from
+    created: bool = True  # the run directory was made by this launch (not a resume)
 
     @property
     def is_new(self) -> bool:
-        return self.checkpoint is None
+        return self.created
 
     def write_config(self) -> None:
         """config.yaml, atomically; a resume rewrites it only once everything has been checked."""
@@ -851,11 +902,69 @@ def resume_launch(run: RunDir, overrides: list[str]) -> Launch:
         if not had_lock_file:  # a refused resume leaves the directory as it found it
             run.lock_file.unlink(missing_ok=True)
         raise
-    return Launch(cfg, run, lock, checkpoint=point.checkpoint)
+    return Launch(cfg, run, lock, checkpoint=point.checkpoint, created=False)
+
+
+def control_launch(source_dir: str, overrides: list[str]) -> Launch:
+    """A new run directory, <runs_root>/<task>/<algo>-control/<timestamp>, holding the offline
+    continuation control of the run at `source_dir` (calql_vision/control.py): its settings, its
+    checkpoint at the switch as the one to continue from, and its rows up to the switch. Every
+    check comes before the directory exists."""
+    from calql_vision.agents import algorithm
+    from calql_vision.checkpoint import load_checkpoint
+
+    source = RunDir(Path(source_dir))
+    what = f"control_of={source.root}"
+    try:
+        saved = load_run_config(source.root)
+    except FileNotFoundError as error:
+        raise ConfigError(f"{what}: {error}") from None
+    if saved.control_of is not None:
+        raise ConfigError(f"{what}: that run is itself a control; give the run it controls ({saved.control_of})")
+    if not algorithm(saved.algo.name).pretrains or saved.init_from is not None:
+        raise ConfigError(f"{what}: a {saved.algo.name} run without its own pretraining has no switch checkpoint"
+                          + (f"; its pretraining came from {saved.init_from}" if saved.init_from else ""))
+    if online_updates(saved) == 0:
+        raise ConfigError(f"{what}: its online phase makes no update (online_env_steps={saved.online_env_steps}), "
+                          f"so there is nothing to control")
+    cfg = load_config(TrainConfig, overrides, "calql_vision.train", DESCRIPTION, presets=PRESETS, base=saved)
+    cfg.control_of = str(source.root)
+    old, new = _flat(OmegaConf.to_container(saved, resolve=True)), _flat(OmegaConf.to_container(cfg, resolve=True))
+    fixed = [f"{k} ({old.get(k)} -> {v})" for k, v in new.items() if old.get(k) != v
+             and (k not in RESUMABLE or k in ("offline_steps", "online_env_steps")) and k not in (*RESUME_IGNORES, "control_of")]
+    if fixed:
+        raise ConfigError(f"{what}: a control keeps its run's settings and cannot change {', '.join(fixed)}")
+    switch = source.checkpoint(saved.offline_steps)
+    if not switch.is_file():
+        raise ConfigError(f"{what}: no checkpoint at the end of its pretraining ({switch}); is it still pretraining?")
+    try:
+        checkpoint = load_checkpoint(switch)
+    except ValueError as error:
+        raise ConfigError(f"{what}: {error}") from None
+    run = RunDir.create(cfg.runs_root, cfg.task.name, cfg.algo.name + CONTROL_SUFFIX)
+    try:
+        launch = Launch(cfg, run, run.lock(), checkpoint=checkpoint)
+        # The rows up to the switch (the logger drops any later ones) and the switch's own
+        # checkpoint and calibration: the control reads as one run, and resumes like one.
+        shutil.copyfile(source.metrics, run.metrics)
+        run.checkpoints.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(switch, run.checkpoint(saved.offline_steps))
+        for snapshot in source.calibrations():
+            if int(snapshot.stem.split("_")[-1]) <= saved.offline_steps:
+                run.calibration_dir.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(snapshot, run.calibration_dir / snapshot.name)
+        launch.write_config()
+    except BaseException:  # a stop or a failure in between: the new directory goes
+        shutil.rmtree(run.root, ignore_errors=True)
+        raise
+    return launch
 
 
 def new_launch(argv: list[str]) -> Launch:
+    argv, note = machine_preset(argv)
     cfg = load_config(TrainConfig, argv, "calql_vision.train", DESCRIPTION, presets=PRESETS, base_file="base.yaml")
+    if note:
+        print(note)
     if cfg.dataset is not None:
         # Checked before the run directory exists, so a typo or a broken file leaves nothing behind.
         from datasets import read_mask_names
@@ -878,9 +987,12 @@ def new_launch(argv: list[str]) -> Launch:
 def build(argv: list[str]) -> Launch:
     """Parse the command line into a Launch: a new run, or the run that resume= names."""
     resume = [a.split("=", 1)[1] for a in argv if a.startswith("resume=")]
-    if not resume or resume[-1] in ("null", ""):
-        return new_launch(argv)
-    return resume_launch(RunDir(Path(resume[-1])), [a for a in argv if not a.startswith("resume=")])
+    control = [a.split("=", 1)[1] for a in argv if a.startswith("control_of=")]
+    if resume and resume[-1] not in ("null", ""):
+        return resume_launch(RunDir(Path(resume[-1])), [a for a in argv if not a.startswith("resume=")])
+    if control and control[-1] not in ("null", ""):
+        return control_launch(control[-1], [a for a in argv if not a.startswith("control_of=")])
+    return new_launch(argv)
 
 
 def main(argv: list[str] | None = None) -> int:

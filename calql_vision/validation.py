@@ -10,6 +10,7 @@ from typing import Any, Callable
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from calql_vision.algo_configs import ONLINE_ONLY
 from calql_vision.config_fields import FINITE
 
 
@@ -58,9 +59,20 @@ def _select(config: DictConfig, key: str) -> Any:
 
 
 def _something_to_train(config: DictConfig) -> list[str]:
+    """Every run makes updates: a budget of zero, or an online phase whose warm-up (environment
+    steps without updates) takes all of it, is refused before anything is created."""
     offline, online = _select(config, "offline_steps"), _select(config, "online_env_steps")
-    if offline is not None and online is not None and offline == 0 and online == 0:
+    name, warmup = _select(config, "algo.name"), _select(config, "algo.warmup_steps")
+    if offline is None or online is None:
+        return []
+    if offline == 0 and online == 0:
         return ["offline_steps=0 and online_env_steps=0: nothing to train; give either a budget"]
+    if name in ONLINE_ONLY and online == 0:
+        return [f"online_env_steps=0: algo={name} learns online only (offline_steps does not apply); "
+                "give it online_env_steps"]
+    if warmup is not None and online > 0 and warmup >= online:
+        return [f"algo.warmup_steps={warmup}: the warm-up takes all online_env_steps={online}, so the online phase "
+                f"would make no update; expected fewer warm-up steps than online_env_steps"]
     return []
 
 

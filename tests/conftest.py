@@ -29,6 +29,13 @@ TINY_TRAIN_ARGS = [
 ]
 
 
+# A low-dim training run small enough for tests (no rendering but the videos).
+TINY_STATE_ARGS = [
+    "task=lift_state", "task.horizon=15", "algo.hidden_dims=[32,32]", "batch_size=8",
+    "eval_every=8", "eval_episodes=2", "log_every=2", "checkpoint_every=8", "threads=1", "video_size=64",
+]
+
+
 # What each method needs on top of a tiny run to stay tiny: a short warm-up, the smallest
 # ensembles, and the CQL sample count where there is one.
 TINY_ALGO_ARGS = {
@@ -64,4 +71,15 @@ def lift_demos(tmp_path_factory) -> Path:
         task_config("lift_visual", horizon=60, image_size=48),
         episodes=4, noise=0.6, out=str(out), seed=3, show_progress=False, valid_fraction=0.25,
     )
+    return out
+
+
+@pytest.fixture(scope="session")
+def lift_state_demos(tmp_path_factory) -> Path:
+    """Four noisy scripted low-dim Lift episodes (some fail), written once."""
+    from calql_vision.collect import collect_demonstrations
+
+    out = tmp_path_factory.mktemp("state_demos") / "lift_state.hdf5"
+    collect_demonstrations(task_config("lift_state", horizon=60), episodes=4, noise=0.6, out=str(out), seed=3,
+                           show_progress=False, valid_fraction=0.25)
     return out

@@ -44,7 +44,17 @@ def test_a_tiny_grid_writes_its_table_skips_finished_runs_and_survives_a_failing
         assert (out / figure).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     records = {p.stem: json.loads(p.read_text()) for p in (out / "jobs").glob("*.json")}
     assert {name: r["status"] for name, r in records.items()} == {
-        "calql-seed0": "done", "calql-seed1": "done", "cql-seed0": "failed", "cql-seed1": "failed"}
+        "calql-seed0": "done", "calql-seed1": "done", "cql-seed0": "failed", "cql-seed1": "failed",
+        "calql-control-seed0": "done", "calql-control-seed1": "done"}
+    assert "cql-control-seed0: skipped (cql-seed0 failed)" in summary
+    # Every calql run beside its offline continuation control, paired by seed.
+    header = table_row(summary, "algorithm")
+    control = dict(zip(header, calql))
+    assert control["offline control: final success"].count("[") == 1, control
+    assert control["final minus control's (same seed)"].count("[") == 1, control
+    for seed in (0, 1):
+        (control_dir,) = (out / "runs" / f"seed{seed}" / "lift_visual" / "calql-control").iterdir()
+        assert f"control_of: {records[f'calql-seed{seed}']['run']}" in (control_dir / "config.yaml").read_text()
     for seed in (0, 1):
         (run_dir,) = (out / "runs" / f"seed{seed}" / "lift_visual" / "calql").iterdir()
         assert records[f"calql-seed{seed}"]["run"] == str(run_dir)
@@ -54,7 +64,7 @@ def test_a_tiny_grid_writes_its_table_skips_finished_runs_and_survives_a_failing
 
     second = run_compare(args)
     assert second.returncode == 1, second.stderr[-3000:]
-    assert "2 of 4 runs finished earlier; running 2" in second.stdout
+    assert "4 of 8 runs finished earlier; running 4" in second.stdout
     assert "started calql" not in second.stdout, "finished runs are not run again"
     for name, mtime in finished.items():
         assert Path(records[name]["run"], "metrics.csv").stat().st_mtime_ns == mtime
@@ -79,6 +89,15 @@ def test_a_pretraining_whose_networks_do_not_fit_is_refused_before_anything_star
         "algo.critic_layer_norm True against False, algo.actor_layer_norm True against False); set "
         "wsrl:algo.num_critics=2 wsrl:algo.critic_layer_norm=false wsrl:algo.actor_layer_norm=false, "
         "or pretrain_from.wsrl=null to pretrain wsrl itself"]
+
+
+@pytest.mark.parametrize("grid", [["seeds=[]"], ["algos=[]"]])
+def test_an_empty_grid_is_refused_before_anything_starts(grid, tmp_path):
+    out = tmp_path / "study"
+    result = run_compare([*grid, f"out={out}"])
+    assert result.returncode == 2 and not out.exists()
+    assert result.stderr.strip().splitlines()[-1].endswith("an empty grid runs nothing; expected at least one "
+                                                          "algorithm and one seed")
 
 
 def test_compare_sets_seed_and_algo_itself(tmp_path):

@@ -16,26 +16,10 @@ from calql_vision.agents import ALGORITHMS, ObsSpec, make_agent
 from calql_vision.drift import DriftProbe, drift_columns
 from calql_vision.replay import FrameReplay
 from calql_vision.train import training_episode_metrics
-from conftest import ROOT, TINY_ALGO_ARGS, task_config
+from conftest import ROOT, TINY_ALGO_ARGS, TINY_STATE_ARGS, task_config
 
-# A low-dim training run small enough for tests (no rendering but the videos).
-TINY_STATE_ARGS = [
-    "task=lift_state", "task.horizon=15", "algo.hidden_dims=[32,32]", "batch_size=8",
-    "eval_every=8", "eval_episodes=2", "log_every=2", "checkpoint_every=8", "threads=1", "video_size=64",
-]
 ALGO_ARGS = TINY_ALGO_ARGS
 OFFLINE_STEPS, ONLINE_ENV_STEPS = 6, 32
-
-
-@pytest.fixture(scope="session")
-def lift_state_demos(tmp_path_factory) -> Path:
-    """Four noisy scripted low-dim Lift episodes (some fail), written once."""
-    from calql_vision.collect import collect_demonstrations
-
-    out = tmp_path_factory.mktemp("state_demos") / "lift_state.hdf5"
-    collect_demonstrations(task_config("lift_state", horizon=60), episodes=4, noise=0.6, out=str(out), seed=3,
-                           show_progress=False, valid_fraction=0.25)
-    return out
 
 
 def read_rows(run_dir: Path) -> tuple[list[str], list[dict]]:

@@ -69,6 +69,9 @@ def last_line(stderr: str) -> str:
     (["device=gpu"], "device=gpu: expected auto | cpu | cuda | cuda:<index>"),
     (["algo=rlpd", "algo.target_critics=11"], "algo.target_critics=11: expected at most algo.num_critics=10"),
     (["offline_steps=0", "online_env_steps=0"], "nothing to train"),
+    (["algo=rlpd", "online_env_steps=5000"], "algo.warmup_steps=5000: the warm-up takes all online_env_steps=5000"),
+    (["algo=sac", "offline_steps=100", "online_env_steps=0"], "online_env_steps=0: algo=sac learns online only"),
+    (["algo=calql", "algo.warmup_steps=200", "online_env_steps=100"], "would make no update"),
     (["video_size=65"], "video_size=65: expected an even number"),
     (["algo=aca", "algo.critic_updates=2"], "algo.critic_updates=2: expected 1 for algo=aca"),
     (["task.cameras=[]", "encoder=conv"], "encoder.kind=conv: task.cameras=[] has no images; use encoder=state"),
@@ -87,7 +90,8 @@ def test_valid_extremes_and_switched_off_clips_are_accepted():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("args", [["reward_scale=nan"], ["batch_size=0"], ["algo.mixing_ratio=2"]])
+@pytest.mark.parametrize("args", [["reward_scale=nan"], ["batch_size=0"], ["algo.mixing_ratio=2"],
+                                  ["algo=rlpd", "offline_steps=0", "online_env_steps=3000"]])
 def test_a_bad_setting_stops_the_program_before_a_run_directory_exists(args, tmp_path):
     result = run_train(["task=lift_visual", *args], tmp_path / "runs")
     assert result.returncode == 2

@@ -17,7 +17,7 @@ from calql_vision.agents.base import ObsSpec, PixelAgent
 from calql_vision.agents.calql import CalQLAgent
 from calql_vision.agents.iql import IQLAgent
 from calql_vision.agents.sac import SACAgent
-from calql_vision.algo_configs import ALGO_SCHEMAS, algo_schema
+from calql_vision.algo_configs import ALGO_SCHEMAS, ONLINE_ONLY, algo_schema
 
 
 @dataclass(frozen=True)
@@ -37,6 +37,7 @@ ALGORITHMS: dict[str, Algorithm] = {
     "rlpd": Algorithm(SACAgent, pretrains=False, uses_dataset=True),
 }
 assert set(ALGORITHMS) == set(ALGO_SCHEMAS), "every algorithm needs a schema and an agent class"
+assert ONLINE_ONLY == {name for name, a in ALGORITHMS.items() if not a.pretrains}
 
 
 def algorithm(name: str) -> Algorithm:

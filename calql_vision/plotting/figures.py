@@ -34,6 +34,9 @@ EXTRA_SUCCESS = [
     ("eval_stochastic_success_rate", STOCHASTIC_STYLE, "dashed: stochastic (exploration) policy, same scenes"),
     ("train_success_rate", TRAIN_STYLE, "dotted: online training episodes (since the previous row)"),
 ]
+# The offline continuation control (calql_vision/control.py): the deterministic success of the
+# same checkpoints trained on offline, mean over seeds, in the algorithm's colour.
+CONTROL_STYLE = dict(linestyle="-.", linewidth=1.8, marker="^", markersize=4, alpha=0.9)
 DRIFT_KEYS = ("action_change", "feature_change", "policy_std")
 
 
@@ -65,7 +68,7 @@ def success_curve(run: Run, offline_width: float, key: str = "eval_success_rate"
     uses it for its own) on the success figure's x axis: online rows at env_step, offline ones at
     (step - offline_steps) * scale, so the offline phase spans [-offline_width, 0]."""
     scale = offline_width / max(run.offline_steps, 1)
-    points = [(env_step if phase == "online" else (step - run.offline_steps) * scale, success)
+    points = [(env_step if phase == "online" else (step - run.offline_steps) * scale, success)  # control: "online"
               for phase, step, env_step, success in evaluations(run.rows, key)]
     points.sort()
     return np.array([p[0] for p in points]), np.array([p[1] for p in points])
@@ -122,21 +125,28 @@ def plot_success(runs: Sequence[Run], out: Path, band: str = "range") -> list[st
     ax.axvspan(-width, 0, color="0.94", zorder=0)
     right, drawn = width, set()
     for algo in colors:
-        curves = [c for r in runs if r.algo == algo and len((c := success_curve(r, width))[0])]
+        controls = [c for r in runs if r.algo == algo and r.is_control and len((c := success_curve(r, width))[0])]
+        if controls:  # the same checkpoints trained on offline instead: the mean over seeds only
+            xs, mean, _, _ = mean_band(controls)
+            seeds = f"mean of {len(controls)} seeds" if len(controls) > 1 else "1 seed"
+            ax.plot(xs, mean, color=colors[algo], zorder=3, label=f"{algo} offline control ({seeds})", **CONTROL_STYLE)
+            right = max(right, xs[-1])
+        curves = [c for r in runs if r.algo == algo and not r.is_control and len((c := success_curve(r, width))[0])]
         if not curves:
             continue
         for x, y in curves:
             ax.plot(x, y, "o-", color=colors[algo], alpha=0.3, markersize=3, linewidth=0.8, zorder=2)
             right = max(right, x[-1])
         xs, mean, low, high = mean_band(curves, band)
-        n = sum(r.algo == algo for r in runs)
+        n = sum(r.algo == algo and not r.is_control for r in runs)
         seeds = f"mean of {len(curves)} seeds" if len(curves) > 1 else "1 seed"
         ax.plot(xs, mean, "o-", color=colors[algo], linewidth=2, markersize=4, zorder=3,
                 label=f"{algo} ({seeds}" + (f"; {n - len(curves)} without evaluations" if n > len(curves) else "") + ")")
         if len(curves) > 1:
             ax.fill_between(xs, low, high, color=colors[algo], alpha=0.18, linewidth=0, zorder=1)
         for key, style, _ in EXTRA_SUCCESS:
-            extra = [c for r in runs if r.algo == algo and len((c := success_curve(r, width, key))[0])]
+            extra = [c for r in runs if r.algo == algo and not r.is_control
+                     and len((c := success_curve(r, width, key))[0])]
             if extra:
                 xs, mean, _, _ = mean_band(extra)  # "range": no bootstrap for a curve without a band
                 ax.plot(xs, mean, color=colors[algo], zorder=2, **style)

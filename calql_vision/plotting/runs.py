@@ -14,6 +14,7 @@ import yaml
 from omegaconf import OmegaConf
 
 from calql_vision.config import ConfigError
+from calql_vision.control import CONTROL_PHASE
 from calql_vision.run_dir import RunDir
 from datasets.reward_to_go import fail_forever_value
 
@@ -44,8 +45,13 @@ class Run:
         return int(self.config.get("online_env_steps") or 0)
 
     @property
+    def is_control(self) -> bool:
+        """An offline continuation control (train control_of=...), not an online run."""
+        return self.config.get("control_of") is not None
+
+    @property
     def label(self) -> str:
-        return f"{self.algo} seed {self.seed}"
+        return f"{self.algo}{' offline control' if self.is_control else ''} seed {self.seed}"
 
     @cached_property
     def calibration(self) -> dict[str, dict[str, np.ndarray]]:
@@ -82,13 +88,13 @@ def read_metrics(path: Path) -> list[dict[str, Any]]:
     by_step: dict[tuple[int, bool], dict[str, Any]] = {}
     with open(path, newline="") as f:
         for raw in csv.DictReader(f):
-            if None in raw or None in raw.values() or raw.get("phase") not in ("offline", "online"):
+            if None in raw or None in raw.values() or raw.get("phase") not in ("offline", "online", CONTROL_PHASE):
                 continue
             try:
                 row = {k: v if k == "phase" else _number(v) for k, v in raw.items()}
             except ValueError:
                 continue
-            by_step[(int(row["step"]), row["phase"] == "online")] = row
+            by_step[(int(row["step"]), row["phase"] != "offline")] = row
     return [by_step[key] for key in sorted(by_step)]
 
 
@@ -120,12 +126,15 @@ def evaluations(rows: Sequence[Mapping[str, Any]],
                 key: str = "eval_success_rate") -> list[tuple[str, float, float, float]]:
     """(phase, step, env_step, value) of the rows that hold `key` (default: the deterministic
     evaluation's success; eval_stochastic_success_rate, train_success_rate, ... likewise), by
-    step. A column the run's metrics.csv lacks (older runs) gives []."""
+    step. A column the run's metrics.csv lacks (older runs) gives []. An offline control's rows
+    past the switch count as its "online" phase: they stand where the online run's would, at the
+    same update counts, so every number and figure treats the two alike (calql_vision/control.py)."""
     evals = []
     for row in rows:
         value = _number(row.get(key))
         if not math.isnan(value):
-            evals.append((row["phase"], _number(row["step"]), _number(row["env_step"]), value))
+            phase = "online" if row["phase"] == CONTROL_PHASE else row["phase"]
+            evals.append((phase, _number(row["step"]), _number(row["env_step"]), value))
     return sorted(evals, key=lambda e: e[1])
 
 
