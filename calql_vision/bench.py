@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from calql_vision.config import BenchConfig, ConfigError, load_config
+from calql_vision.startup import ready
 
 DESCRIPTION = __doc__.split("\n\n")[0] + """
 
@@ -112,6 +113,7 @@ def time_env_steps(task, num_envs: int, steps: int, egl_device: int | None = Non
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    ready()  # the start-up guard hands the signals back (calql_vision/startup.py)
     try:
         cfg = load_config(BenchConfig, argv, "calql_vision.bench", DESCRIPTION)
     except ConfigError as error:

@@ -6,7 +6,10 @@
 """
 from __future__ import annotations
 
+import ctypes
 import json
+import os
+import re
 import shutil
 import signal
 import subprocess
@@ -23,6 +26,8 @@ from calql_vision.atomic_file import atomic_file
 from calql_vision.config import ConfigError, TrainConfig, load_config
 from calql_vision.config_fields import AT_LEAST_1, UNIT, OneOf, Range, doc
 from calql_vision.control import CONTROL_SUFFIX
+from calql_vision.run_dir import RunDir
+from calql_vision.startup import ready
 
 DESCRIPTION = __doc__.split("\n\n")[0] + """
 
@@ -245,19 +250,53 @@ def command(job: Job, study: Study, threads: int) -> list[str]:
     return [sys.executable, "-m", "calql_vision.train", *args]
 
 
+def _stop_with_compare() -> None:
+    """In each trainer, before it starts: SIGTERM when compare dies, however it dies (kill -9
+    included), so no trainer runs on unattended; it stops at a safe point with a checkpoint
+    and the next compare resumes it. Linux's PR_SET_PDEATHSIG; elsewhere a no-op."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    except (OSError, AttributeError):
+        return
+    if os.getppid() == 1:  # compare died before the line above took effect
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
+PR_SET_PDEATHSIG = 1
+
+
+def _live_elsewhere(job: Job, study: Study) -> bool:
+    """A trainer not started by this compare holds one of the job's runs: one of an earlier
+    compare, still stopping, or a train started by hand."""
+    return any(RunDir(run).busy() for run in study.run_dirs(job))
+
+
 def run_grid(jobs: list[Job], study: Study, parallel: int, threads: int) -> dict[str, str]:
-    """Run every unfinished job; returns {job name: done | failed (why) | skipped (why)}."""
+    """Run every unfinished job; returns {job name: done | failed (why) | skipped (why)}.
+    Trainers run in sessions of their own, so a terminal's Ctrl-C reaches compare alone, which
+    passes one stop to each (a second one would stop them without a checkpoint)."""
     outcome = {job.name: "done (earlier)" for job in jobs if study.is_done(job)}
     waiting = [job for job in jobs if job.name not in outcome]
     running: list[Job] = []
+    told: set[str] = set()
     total = len(waiting)
     if total:
         print(f"{len(outcome)} of {len(jobs)} runs finished earlier; running {total} ({parallel} at once)")
     try:
         while waiting or running:
+            # A trainer still alive from an earlier compare holds a place too, and its run is
+            # neither started twice nor taken for a stale one and deleted: its job waits.
+            elsewhere = {job.name for job in waiting if _live_elsewhere(job, study)}
+            for name in sorted(elsewhere - told):
+                print(f"waiting: a trainer of {name} from before is still running (it stops and saves, or finishes)",
+                      flush=True)
+            told |= elsewhere
             for job in list(waiting):
-                if len(running) >= parallel:
+                if len(running) + len(elsewhere) >= parallel:
                     break
+                if job.name in elsewhere:
+                    continue
                 if job.parent is not None and job.parent.name not in outcome:
                     continue  # its pretraining, or the run it controls, is still running
                 waiting.remove(job)
@@ -270,7 +309,8 @@ def run_grid(jobs: list[Job], study: Study, parallel: int, threads: int) -> dict
                         shutil.rmtree(stale)
                 study.log_path(job).parent.mkdir(parents=True, exist_ok=True)
                 log = open(study.log_path(job), "a")
-                job.process = subprocess.Popen(command(job, study, threads), stdout=log, stderr=subprocess.STDOUT)
+                job.process = subprocess.Popen(command(job, study, threads), stdout=log, stderr=subprocess.STDOUT,
+                                               start_new_session=True, preexec_fn=_stop_with_compare)
                 log.close()
                 job.started = time.time()
                 running.append(job)
@@ -284,22 +324,34 @@ def run_grid(jobs: list[Job], study: Study, parallel: int, threads: int) -> dict
                 status = "done" if code == 0 else "failed"
                 study.write_record(job, status=status, returncode=code, run=str(run) if run else None,
                                    minutes=round(minutes, 2))
-                outcome[job.name] = "done" if code == 0 else f"failed (exit code {code}; {last_error(study.log_path(job))})"
+                outcome[job.name] = ("done" if code == 0
+                                     else f"failed (exit code {code}; {last_error(study.log_path(job), code)})")
                 finished = sum(1 for j in jobs if j.name in outcome)
                 print(f"[{finished}/{len(jobs)}] {job.name}: {outcome[job.name]} after {minutes:.1f} min", flush=True)
     except KeyboardInterrupt:
-        # The runs got the same Ctrl-C (one process group): each stops at a safe point with a
-        # checkpoint; wait for them, so the next call resumes them.
+        # Each run stops at a safe point with a checkpoint; wait for them, so the next call
+        # resumes them.
+        for job in running:
+            if job.process.poll() is None:
+                job.process.send_signal(signal.SIGINT)
         for job in running:
             job.process.wait()
         raise
     return outcome
 
 
-def last_error(log: Path) -> str:
-    lines = [line for line in log.read_text(errors="replace").replace("\r", "\n").splitlines() if line.strip()]
-    errors = [line for line in lines if line.startswith("error:") or "Error" in line]
-    return (errors or lines or ["no output"])[-1].strip()[:300]
+def last_error(log: Path, returncode: int) -> str:
+    """The run's own error line, the last exception of a traceback, or the signal that killed it;
+    never a progress bar."""
+    lines = [line.strip() for line in log.read_text(errors="replace").replace("\r", "\n").splitlines()
+             if line.strip()]
+    errors = [line for line in lines if line.startswith("error:") or re.match(r"[\w.]*(Error|Exception)\b", line)]
+    if errors:
+        return errors[-1][:300]
+    if returncode < 0:
+        return f"killed by {signal.Signals(-returncode).name}"
+    text = [line for line in lines if "%|" not in line]  # tqdm bars: "offline:  17%|###  | ..."
+    return (text or ["no output"])[-1][:300]
 
 
 # ---------------------------------------------------------------------- the summary
@@ -413,6 +465,7 @@ def summarize(cfg, jobs: list[Job], study: Study, outcome: dict[str, str]) -> st
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    ready()  # the start-up guard hands the signals back (calql_vision/startup.py)
     try:
         own, shared, per_algo = split_arguments(argv)
         cfg = load_config(CompareConfig, own, "calql_vision.compare", DESCRIPTION)
@@ -425,12 +478,19 @@ def main(argv: list[str] | None = None) -> int:
     with atomic_file(study.root / "study.yaml") as handle:
         handle.write(OmegaConf.to_yaml({"compare": OmegaConf.to_container(cfg), "every_run": shared,
                                         "per_algorithm": per_algo}).encode())
+    received = [signal.SIGINT]
+
+    def stop_on_sigterm(signum, frame):  # a scheduler's stop: handled as Ctrl-C is
+        received[0] = signum
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop_on_sigterm)
     try:
         outcome = run_grid(jobs, study, cfg.jobs, cfg.threads)
     except KeyboardInterrupt:
         print(f"stopped: the runs saved checkpoints; the same command continues them (out={study.root})",
               file=sys.stderr)
-        return 128 + signal.SIGINT
+        return 128 + received[0]
     table = summarize(cfg, jobs, study, outcome)
     print(table)
     print(f"wrote {study.root / 'summary.md'}")

@@ -21,6 +21,7 @@ from calql_vision.plotting.runs import (  # noqa: F401 (API)
     headline_numbers,
     read_metrics,
 )
+from calql_vision.startup import ready
 
 USAGE = """usage: python -m calql_vision.plot <run dir or runs root> [more paths ...] [out=<dir>]
 
@@ -134,6 +135,7 @@ def parse_args(argv: Sequence[str]) -> tuple[list[Path], Path]:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    ready()  # the start-up guard hands the signals back (calql_vision/startup.py)
     if any(a in ("-h", "--help") for a in argv):
         print(USAGE)
         return 0

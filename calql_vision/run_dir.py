@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from calql_vision.atomic_file import TEMPORARY_SUFFIX
-from calql_vision.file_lock import LockHeld, lock_exclusively
+from calql_vision.file_lock import LockHeld, is_locked, lock_exclusively
 
 
 class RunDirBusy(RuntimeError):
@@ -121,6 +121,10 @@ class RunDir:
 
     def lock(self) -> "RunLock":
         return RunLock(self.lock_file)
+
+    def busy(self) -> bool:
+        """A live trainer holds this run (its lock is released when it exits, however it dies)."""
+        return is_locked(self.lock_file)
 
 
 class RunLock:

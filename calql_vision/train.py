@@ -32,6 +32,7 @@ from calql_vision.control import (CONTROL_PHASE, CONTROL_SUFFIX, early_evaluatio
                                   online_updates)
 from calql_vision.online_episodes import OnlineEpisodes
 from calql_vision.run_dir import RunDir, RunDirBusy, RunLock, find_resume_point
+from calql_vision.startup import pause_point, ready
 from calql_vision.stopping import StopRequested, StopSignals
 
 DESCRIPTION = """Offline pretraining on a robomimic-layout HDF5, then online fine-tuning in the robosuite
@@ -99,9 +100,9 @@ def machine_preset(argv: list[str]) -> tuple[list[str], str | None]:
     device = next((arg.split("=", 1)[1] for arg in reversed(argv) if arg.startswith("device=")), "auto")
     if device.startswith("cuda") or (device == "auto" and torch.cuda.is_available()):
         return argv, None
-    return [*argv, "preset=cpu"], ("note: no GPU, so preset=cpu: 64 px images, a 16-channel encoder, batch 64, "
-                                   "20k offline updates and 20k online env steps (preset=none keeps the paper-scale "
-                                   "settings of configs/base.yaml)")
+    return [*argv, "preset=cpu"], ("note: no GPU, so preset=cpu: batch 64, 20k offline updates, 20k online env "
+                                   "steps, evaluations every 2k (camera tasks: 64 px, a 16-channel encoder); "
+                                   "preset=none keeps the paper-scale settings of configs/base.yaml")
 
 
 # Settings a resume may change: budgets, logging, the machine, and the learning rates (applied
@@ -275,6 +276,7 @@ class Trainer:
         quality = self.envs.render_quality
         print(f"render quality: {quality} ({WHAT_EACH_RENDERS[quality]})")
         try:
+            pause_point("environments")
             self._build(checkpoint, init_state)
         except BaseException:  # the worker processes go with a trainer that never started
             self.envs.close()
@@ -1002,11 +1004,14 @@ def main(argv: list[str] | None = None) -> int:
     from envs.vector import EnvWorkerError
 
     argv = sys.argv[1:] if argv is None else argv
+    ready()  # the start-up guard hands the signals back (calql_vision/startup.py)
     stop = StopSignals().install()
     launch = None
     try:
+        pause_point("launch")
         launch = build(argv)
         print(f"run directory: {launch.run.root}")
+        pause_point("run-directory")
         trainer = Trainer(launch.cfg, launch.run, launch.checkpoint, launch.init_state, stop)
         if not launch.is_new:
             launch.write_config()

@@ -103,3 +103,34 @@ def test_an_empty_grid_is_refused_before_anything_starts(grid, tmp_path):
 def test_compare_sets_seed_and_algo_itself(tmp_path):
     result = run_compare(["seed=3", f"out={tmp_path / 'study'}"])
     assert result.returncode == 2 and "seed= is set by compare for each run; use seeds=[...]" in result.stderr
+
+
+@pytest.mark.slow
+def test_a_compare_killed_outright_leaves_no_trainer_behind_and_its_rerun_finishes_every_run(lift_demos, tmp_path):
+    import os
+    import signal
+    import time
+
+    out = tmp_path / "study"
+    args = [*TINY_TRAIN_ARGS, "algos=[calql]", "seeds=[0]", "control=false", f"out={out}", f"dataset={lift_demos}",
+            "offline_steps=200", "online_env_steps=30", "eval_every=100"]
+    compare = subprocess.Popen([sys.executable, "-m", "calql_vision.compare", *args], cwd=ROOT,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    runs = out / "runs" / "seed0" / "lift_visual" / "calql"
+    deadline = time.monotonic() + 600
+    while not any(len(p.read_text().splitlines()) > 1 for p in runs.glob("*/metrics.csv")):  # training began
+        assert compare.poll() is None and time.monotonic() < deadline, "the run never began"
+        time.sleep(0.2)
+    (run_dir,) = runs.iterdir()
+    trainer = int((run_dir / ".lock").read_text())
+    compare.send_signal(signal.SIGKILL)
+    compare.wait()
+
+    rerun = run_compare(args)  # at once: the trainer may still be saving its checkpoint
+    assert rerun.returncode == 0, rerun.stdout[-2000:] + rerun.stderr[-2000:]
+    assert "Every run finished." in (out / "summary.md").read_text()
+    assert list(runs.iterdir()) == [run_dir], "the live run was kept and resumed, not deleted or doubled"
+    with pytest.raises(ProcessLookupError):
+        os.kill(trainer, 0)  # the first trainer stopped with its compare
+    steps = [int(row.split(",")[1]) for row in (run_dir / "metrics.csv").read_text().splitlines()[1:]]
+    assert steps == sorted(set(steps)) and steps[-1] >= 200

@@ -20,6 +20,7 @@ import torch
 from calql_vision.checkpoint import checkpoint_differences
 from calql_vision.config import ConfigError, TrainConfig, load_config
 from calql_vision.run_dir import RunDir, RunDirBusy, find_resume_point
+from calql_vision.startup import PAUSE_VARIABLE
 from calql_vision.train import DESCRIPTION, PRESETS
 from conftest import ROOT, TINY_TRAIN_ARGS
 
@@ -345,14 +346,30 @@ def test_a_stop_signal_saves_a_checkpoint_that_resumes_to_the_uninterrupted_resu
 
 
 @pytest.mark.slow
-def test_a_stop_before_training_begins_leaves_no_run_directory(lift_demos, tmp_path):
-    process = start_train([*TINY_TRAIN_ARGS, f"dataset={lift_demos}", f"runs_root={tmp_path / 'runs'}"])
-    wait_for(lambda: any((tmp_path / "runs").glob("lift_visual/calql/*/config.yaml")), process)
-    process.send_signal(signal.SIGINT)  # while the dataset loads or the env starts
-    _, stderr = process.communicate(timeout=300)
-    if "before training began" not in stderr:
-        pytest.skip("the setup finished before the signal arrived")  # timing: rare on a loaded machine
-    assert process.returncode == 130 and last_line(stderr) == "stopped by SIGINT before training began"
+@pytest.mark.parametrize("stage, signum, message", [
+    ("import", signal.SIGINT, "stopped by SIGINT during start-up"),
+    ("import", signal.SIGTERM, "stopped by SIGTERM during start-up"),
+    ("launch", signal.SIGINT, "stopped by SIGINT before training began"),
+    ("run-directory", signal.SIGINT, "stopped by SIGINT before training began"),
+    ("environments", signal.SIGTERM, "stopped by SIGTERM before training began"),
+])
+def test_a_stop_at_any_stage_of_start_up_is_one_line_and_leaves_no_run_directory(stage, signum, message, lift_demos,
+                                                                                   tmp_path):
+    # The program pauses at the named stage (calql_vision/startup.py), so the signal arrives
+    # there however loaded the machine is.
+    process = subprocess.Popen([sys.executable, "-m", "calql_vision.train", *TINY_TRAIN_ARGS, f"dataset={lift_demos}",
+                                f"runs_root={tmp_path / 'runs'}"], cwd=ROOT, text=True, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, env={**os.environ, PAUSE_VARIABLE: stage})
+    seen = []
+    while not seen or f"paused at {stage}" not in seen[-1]:
+        line = process.stderr.readline()
+        assert line, f"the program ended before pausing at {stage}: {''.join(seen)[-2000:]}"
+        seen.append(line)
+    process.send_signal(signum)
+    _, rest = process.communicate(timeout=300)
+    stderr = "".join(seen) + rest
+    assert process.returncode == 128 + signum, stderr[-2000:]
+    assert last_line(stderr) == message and "Traceback" not in stderr, stderr[-2000:]
     assert not list((tmp_path / "runs").glob("lift_visual/calql/*"))
 
 
