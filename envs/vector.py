@@ -156,8 +156,9 @@ class EnvWorkers:
                  egl_device: int | None = None) -> None:
         if num_envs < 1:
             raise ValueError(f"num_envs must be at least 1, got {num_envs}")
-        from calql_vision.hardware import usable_cores
+        from calql_vision.hardware import check_worker_memory, usable_cores
 
+        check_worker_memory(num_envs, cameras=len(task.cameras) > 0)
         cores = usable_cores()
         if num_envs > cores:
             warnings.warn(f"num_envs={num_envs} is more than the {cores} cores this process may use: "

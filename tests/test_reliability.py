@@ -469,3 +469,30 @@ def test_ctrl_c_while_training_saves_a_checkpoint_and_says_how_to_resume(lift_de
     assert last_line(stderr) == (f"stopped by SIGINT at update {step}, env step {env_step}: checkpoint "
                                  f"{run_dir / 'checkpoints' / 'latest.pt'}. Continue with: "
                                  f"python -m calql_vision.train resume={run_dir}")
+
+
+# ---------------------------------------------------------------------- memory of the workers
+def test_workers_beyond_the_available_memory_are_refused_with_the_number_that_fits():
+    from calql_vision.hardware import check_worker_memory
+
+    check_worker_memory(5, cameras=True, available=int(10e9))  # 5 x 1.5 GB + 2 GB kept: fits
+    with pytest.raises(ConfigError) as error:
+        check_worker_memory(6, cameras=True, available=int(10e9))
+    assert "num_envs=6" in str(error.value) and "at most 5 fit here" in str(error.value)
+    check_worker_memory(8, cameras=False, available=int(10e9))  # low-dim workers are smaller
+    check_worker_memory(1, cameras=True, available=int(1e9))  # one worker is always tried
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("program", ["train", "collect"])
+def test_a_num_envs_the_machine_cannot_hold_stops_before_any_worker_starts(program, tmp_path):
+    out = tmp_path / "demos.hdf5"
+    args = ["task=lift_state", "num_envs=100000", f"runs_root={tmp_path / 'runs'}"] if program == "train" else [
+        "task=lift_state", "num_envs=100000", "episodes=2", f"out={out}"]
+    result = subprocess.run([sys.executable, "-m", f"calql_vision.{program}", *args], cwd=ROOT, capture_output=True,
+                            text=True, timeout=300)
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert last_line(result.stderr).startswith("error: num_envs=100000: an environment worker takes about")
+    assert "fit here" in last_line(result.stderr) and "Traceback" not in result.stderr
+    assert not (tmp_path / "runs").exists() or not list((tmp_path / "runs").rglob("config.yaml"))
+    assert not out.exists()
