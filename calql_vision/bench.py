@@ -122,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     from calql_vision.agents import ObsSpec, algorithm, make_agent
     from calql_vision.hardware import choose_precision, choose_threads, egl_device
     from calql_vision.replay import FrameReplay
-    from calql_vision.train import resolve_device
+    from calql_vision.hardware import resolve_device
     from encoders.factory import count_parameters
 
     threads, threads_why = choose_threads(cfg.threads)

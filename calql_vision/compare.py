@@ -188,7 +188,7 @@ def plan(cfg, shared: list[str], per_algo: dict[str, list[str]]) -> list[Job]:
         raise ConfigError(f"algos={algos} and seeds={list(cfg.seeds)} must not repeat")
     sources = {a: s for a, s in dict(cfg.pretrain_from).items() if a in algos and s in algos}
     from calql_vision.agents import algorithm, can_init_from
-    from calql_vision.train import DESCRIPTION as TRAIN_DESCRIPTION, PRESETS, machine_preset
+    from calql_vision.launch import DESCRIPTION as TRAIN_DESCRIPTION, PRESETS, machine_preset
 
     for algo, source in sources.items():
         if not algorithm(source).pretrains or not can_init_from(algo, source):

@@ -164,7 +164,7 @@ def load_policy(
 ) -> tuple[DictConfig, Any, Any, Path]:
     """(run config, environment workers, agent, checkpoint path) from a run directory; the
     agent acts with `agent.act(obs, deterministic=True)`. The caller closes the workers."""
-    from calql_vision.train import resolve_device
+    from calql_vision.hardware import resolve_device
 
     cfg = load_run_config(run_dir)
     path = resolve_checkpoint(run_dir, checkpoint)
@@ -207,7 +207,7 @@ def evaluate_run(cfg: DictConfig) -> tuple[dict[str, Any], Path]:
 
     from calql_vision.hardware import choose_threads
     from calql_vision.evaluation import evaluate_policy, evaluation_seed
-    from calql_vision.train import resolve_device
+    from calql_vision.hardware import resolve_device
     from calql_vision.video import EpisodeVideo, write_mp4
 
     seed = int(cfg.seed) if cfg.seed is not None else evaluation_seed(int(run_cfg.seed))

@@ -114,3 +114,17 @@ def check_worker_memory(num_envs: int, cameras: bool, available: int | None = No
         raise ConfigError(f"num_envs={num_envs}: an environment worker takes about {per_worker / 1e9:.1f} GB and "
                           f"{available / 1e9:.1f} GB is available ({LEARNER_RESERVE_BYTES / 1e9:.0f} GB kept for the "
                           f"learner), so at most {fit} fit here; expected num_envs <= {fit}")
+
+
+def resolve_device(name: str) -> torch.device:
+    """`device=` to a torch device: auto is CUDA when present; a CUDA device without CUDA is a ConfigError."""
+    import torch
+
+    from calql_vision.config import ConfigError
+
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device={name} but CUDA is not available here; use device=cpu or device=auto")
+    return device

@@ -119,7 +119,8 @@ def test_init_from_refuses_incompatible_sources_before_creating_a_run(calql_pret
 def build_trainer(name: str, demos: Path, run_dir: Path, *extra: str):
     from calql_vision.config import TrainConfig, load_config
     from calql_vision.run_dir import RunDir
-    from calql_vision.train import DESCRIPTION, Trainer
+    from calql_vision.launch import DESCRIPTION
+    from calql_vision.train import Trainer
 
     cfg = load_config(TrainConfig, [*algo_args(name, demos), *extra], "calql_vision.train", DESCRIPTION,
                       base_file="base.yaml")

@@ -113,7 +113,7 @@ def test_a_task_without_cameras_gets_the_state_encoder_by_default():
 
 
 def test_the_default_encoder_keeps_the_place_of_a_group_file_before_presets_and_overrides():
-    from calql_vision.train import PRESETS
+    from calql_vision.launch import PRESETS
 
     for argv in (["preset=quick", "task=lift_visual"], ["task=lift_visual", "preset=quick"]):
         cfg = load_config(TrainConfig, argv, "calql_vision.train", "", presets=PRESETS, base_file="base.yaml")
@@ -124,7 +124,7 @@ def test_the_default_encoder_keeps_the_place_of_a_group_file_before_presets_and_
 def test_a_low_dim_task_ignores_the_render_quality_of_the_dataset_frames(tmp_path):
     """robomimic's low-dim files record no render quality (they count as `full`); a low-dim
     policy sees no frames, so an explicit other setting (for its videos) is no mismatch."""
-    from calql_vision.train import resolve_task_render_quality
+    from calql_vision.training_data import resolve_task_render_quality
 
     path = tmp_path / "low_dim.hdf5"
     write_robomimic_low_dim(path)

@@ -110,7 +110,8 @@ def test_resuming_a_run_written_by_older_code_keeps_its_old_columns(tmp_path):
 def build_trainer(demos: Path, run_dir: Path, *extra: str):
     from calql_vision.config import TrainConfig, load_config
     from calql_vision.run_dir import RunDir
-    from calql_vision.train import DESCRIPTION, Trainer
+    from calql_vision.launch import DESCRIPTION
+    from calql_vision.train import Trainer
 
     cfg = load_config(TrainConfig, [*TINY_STATE_ARGS, *ALGO_ARGS["calql"], f"dataset={demos}", *extra],
                       "calql_vision.train", DESCRIPTION, base_file="base.yaml")

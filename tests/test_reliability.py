@@ -21,7 +21,7 @@ from calql_vision.checkpoint import checkpoint_differences
 from calql_vision.config import ConfigError, TrainConfig, load_config
 from calql_vision.run_dir import RunDir, RunDirBusy, find_resume_point
 from calql_vision.startup import PAUSE_VARIABLE
-from calql_vision.train import DESCRIPTION, PRESETS
+from calql_vision.launch import DESCRIPTION, PRESETS
 from conftest import ROOT, TINY_TRAIN_ARGS
 
 
@@ -441,7 +441,7 @@ def test_a_full_disk_is_one_error_line_and_keeps_the_last_complete_checkpoint(li
 
 
 def test_the_readme_and_help_name_exactly_the_settings_a_resume_may_change():
-    from calql_vision.train import RESUMABLE
+    from calql_vision.launch import RESUMABLE
 
     readme = (ROOT / "README.md").read_text()
     paragraph = readme[readme.index("A resume may change only"):].split("New learning rates")[0]

@@ -93,7 +93,7 @@ def fast_demos(tmp_path_factory) -> Path:
 def test_collector_records_the_setting_beside_robomimics_keys(fast_demos):
     import robosuite
 
-    from calql_vision.train import dataset_render_quality
+    from calql_vision.training_data import dataset_render_quality
     from datasets import read_env_args
 
     env_args = read_env_args(fast_demos)
@@ -115,7 +115,7 @@ def with_env_args(source: Path, target: Path, env_args: dict | None) -> Path:
 
 
 def test_a_file_without_the_record_reads_as_full(fast_demos, tmp_path):
-    from calql_vision.train import dataset_render_quality
+    from calql_vision.training_data import dataset_render_quality
     from datasets import DatasetError, read_env_args
 
     robomimic_style = {k: v for k, v in read_env_args(fast_demos).items() if k != "render_quality"}
@@ -127,7 +127,7 @@ def test_a_file_without_the_record_reads_as_full(fast_demos, tmp_path):
 
 
 def test_default_dataset_names_the_render_quality_unless_full():
-    from calql_vision.train import default_dataset_path
+    from calql_vision.training_data import default_dataset_path
 
     assert default_dataset_path(task_config("lift_visual")).name == "lift_visual_scripted_100ep_noise0p3_84px_fast.hdf5"
     full = task_config("lift_visual", render_quality="full")
@@ -144,7 +144,7 @@ def full_record_demos(fast_demos, tmp_path) -> Path:
 
 
 def test_auto_follows_the_dataset_into_the_runs_config(full_record_demos, tmp_path):
-    from calql_vision.train import build
+    from calql_vision.launch import build
 
     launch = build([*TINY_TRAIN_ARGS, "task.image_size=32", f"dataset={full_record_demos}", f"runs_root={tmp_path}"])
     try:
@@ -156,7 +156,8 @@ def test_auto_follows_the_dataset_into_the_runs_config(full_record_demos, tmp_pa
 
 def test_an_explicit_mismatch_is_an_error_unless_allowed_then_a_warning(full_record_demos, tmp_path, capsys):
     from calql_vision.config import ConfigError
-    from calql_vision.train import Trainer, build
+    from calql_vision.launch import build
+    from calql_vision.train import Trainer
 
     args = [*TINY_TRAIN_ARGS, "task.image_size=32", f"dataset={full_record_demos}", f"runs_root={tmp_path}",
             "task.render_quality=fast"]
