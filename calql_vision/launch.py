@@ -5,11 +5,12 @@ every check comes before a run directory exists, and a refused resume leaves its
 it was. The training loop itself is calql_vision/train.py's Trainer."""
 from __future__ import annotations
 
+import contextlib
 import shutil
 import textwrap
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 from omegaconf import OmegaConf
@@ -277,8 +278,7 @@ def control_launch(source_dir: str, overrides: list[str]) -> Launch:
         checkpoint = load_checkpoint(switch)
     except ValueError as error:
         raise ConfigError(f"{what}: {error}") from None
-    run = RunDir.create(cfg.runs_root, cfg.task.name, cfg.algo.name + CONTROL_SUFFIX)
-    try:
+    with new_run_directory(cfg.runs_root, cfg.task.name, cfg.algo.name + CONTROL_SUFFIX) as run:
         launch = Launch(cfg, run, run.lock(), checkpoint=checkpoint)
         # The rows up to the switch (the logger drops any later ones) and the switch's own
         # checkpoint and calibration: the control reads as one run, and resumes like one.
@@ -290,9 +290,6 @@ def control_launch(source_dir: str, overrides: list[str]) -> Launch:
                 run.calibration_dir.mkdir(parents=True, exist_ok=True)
                 shutil.copyfile(snapshot, run.calibration_dir / snapshot.name)
         launch.write_config()
-    except BaseException:  # a stop or a failure in between: the new directory goes
-        shutil.rmtree(run.root, ignore_errors=True)
-        raise
     return launch
 
 
@@ -310,14 +307,22 @@ def new_launch(argv: list[str]) -> Launch:
         read_mask_names(cfg.dataset)  # DatasetError for a file that is not readable HDF5
     resolve_task_render_quality(cfg)
     init_state = init_from_checkpoint(cfg) if cfg.init_from is not None else None
-    run = RunDir.create(cfg.runs_root, cfg.task.name, cfg.algo.name)
-    try:
+    with new_run_directory(cfg.runs_root, cfg.task.name, cfg.algo.name) as run:
         launch = Launch(cfg, run, run.lock(), init_state=init_state)
         launch.write_config()
-    except BaseException:  # a stop or a failure in between: the new directory goes
+    return launch
+
+
+@contextlib.contextmanager
+def new_run_directory(runs_root: str, task: str, algo: str) -> Iterator[RunDir]:
+    """A new run directory for the block that fills it; a stop or a failure in the block
+    removes it again, so no half-made run is ever left."""
+    run = RunDir.create(runs_root, task, algo)
+    try:
+        yield run
+    except BaseException:
         shutil.rmtree(run.root, ignore_errors=True)
         raise
-    return launch
 
 
 def build(argv: list[str]) -> Launch:
