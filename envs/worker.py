@@ -48,6 +48,10 @@ def describe(env: RobosuiteVisualEnv) -> dict[str, Any]:
     }
 
 
+# What the pipe raises once the parent process is gone.
+PARENT_GONE = (EOFError, ConnectionResetError, BrokenPipeError)
+
+
 class Worker:
     def __init__(self, connection: Connection, memory_name: str, task: SimpleNamespace, seed: int) -> None:
         self.connection = connection
@@ -94,19 +98,19 @@ class Worker:
         raise ValueError(f"unknown request {kind!r}")
 
     def serve(self) -> None:
-        self.connection.send(("ready", describe(self.envs["train"])))
-        while True:
-            try:
+        try:
+            self.connection.send(("ready", describe(self.envs["train"])))
+            while True:
                 request = self.connection.recv()
-            except EOFError:  # the parent is gone
-                return
-            if request[0] == "close":
-                return
-            try:
-                reply = ("ok", self.handle(request))
-            except Exception:  # noqa: BLE001  (reported to the parent, which decides)
-                reply = ("error", traceback.format_exc())
-            self.connection.send(reply)
+                if request[0] == "close":
+                    return
+                try:
+                    reply = ("ok", self.handle(request))
+                except Exception:  # noqa: BLE001  (reported to the parent, which decides)
+                    reply = ("error", traceback.format_exc())
+                self.connection.send(reply)
+        except PARENT_GONE:  # the parent died (kill -9 included): end without a word
+            return
 
     def close(self) -> None:
         for env in self.envs.values():
@@ -122,7 +126,10 @@ def main(argv: list[str]) -> int:
     try:
         worker = Worker(connection, memory_name, SimpleNamespace(**json.loads(task_json)), int(seed))
     except Exception:  # noqa: BLE001
-        connection.send(("error", traceback.format_exc()))
+        try:
+            connection.send(("error", traceback.format_exc()))
+        except PARENT_GONE:  # the parent died while this worker started (its memory block went with it)
+            pass
         return 1
     try:
         worker.serve()

@@ -22,7 +22,7 @@ from calql_vision.config import ConfigError, TrainConfig, load_config
 from calql_vision.run_dir import RunDir, RunDirBusy, find_resume_point
 from calql_vision.startup import PAUSE_VARIABLE
 from calql_vision.launch import DESCRIPTION, PRESETS
-from conftest import ROOT, TINY_TRAIN_ARGS
+from conftest import ROOT, TINY_STATE_ARGS, TINY_TRAIN_ARGS
 
 
 def train_config(*args: str):
@@ -496,3 +496,29 @@ def test_a_num_envs_the_machine_cannot_hold_stops_before_any_worker_starts(progr
     assert "fit here" in last_line(result.stderr) and "Traceback" not in result.stderr
     assert not (tmp_path / "runs").exists() or not list((tmp_path / "runs").rglob("config.yaml"))
     assert not out.exists()
+
+
+@pytest.mark.slow
+def test_the_workers_of_a_killed_trainer_end_without_a_word(lift_state_demos, tmp_path):
+    log = tmp_path / "stderr.txt"
+    with open(log, "w") as stderr:
+        process = subprocess.Popen([sys.executable, "-m", "calql_vision.train", *TINY_STATE_ARGS,
+                                    f"dataset={lift_state_demos}", "num_envs=2", "offline_steps=4",
+                                    "online_env_steps=100000", "eval_every=100000", f"runs_root={tmp_path / 'runs'}"],
+                                   cwd=ROOT, stdout=subprocess.DEVNULL, stderr=stderr)
+    deadline = time.time() + 300
+    while "online:" not in log.read_text():  # both workers are stepping
+        assert process.poll() is None and time.time() < deadline, log.read_text()[-3000:]
+        time.sleep(0.1)
+    workers = [int(pid) for pid in Path(f"/proc/{process.pid}/task/{process.pid}/children").read_text().split()]
+    assert len(workers) >= 2
+    before = len(log.read_text())
+    process.kill()
+    process.wait()
+    deadline = time.time() + 120
+    while any(Path(f"/proc/{pid}").exists() and "zombie" not in Path(f"/proc/{pid}/status").read_text()
+              for pid in workers):
+        assert time.time() < deadline, "the workers outlived their trainer"
+        time.sleep(0.1)
+    after = log.read_text()[before:].replace("\r", "\n")
+    assert "Traceback" not in after and "Error" not in after, after[-3000:]
