@@ -21,6 +21,7 @@ from calql_vision.config import ConfigError, TrainConfig, load_config, load_run_
 from calql_vision.control import CONTROL_SUFFIX, online_updates
 from calql_vision.run_dir import RunDir, RunLock, find_resume_point
 from calql_vision.training_data import resolve_task_render_quality
+from calql_vision.validation import config_problems
 
 DESCRIPTION = """Offline pretraining on a robomimic-layout HDF5, then online fine-tuning in the robosuite
 task, from pixels (task=lift_visual | pick_place_visual) or from low-dim state keys without
@@ -220,6 +221,9 @@ def resume_launch(run: RunDir, overrides: list[str]) -> Launch:
     from calql_vision.checkpoint import load_checkpoint
 
     saved = load_run_config(run.root)
+    problems = config_problems(saved)  # a value edited by hand: the file is named, not the command line
+    if problems:
+        raise ConfigError(f"{run.config}: {'; '.join(problems)}")
     cfg = load_config(TrainConfig, overrides, "calql_vision.train", DESCRIPTION, presets=PRESETS, base=saved)
     cfg.resume = str(run.root)
     cfg.runs_root = saved.runs_root  # the run stays where it is

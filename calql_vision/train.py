@@ -257,8 +257,8 @@ class Trainer:
             self.counters["switched"] = True
         self.stop.check()
         self._online_phase()
-        if self.counters["env_step"] > 0:
-            self.save_calibration("online")
+        if self.counters["env_step"] > 0 and self.counters["step"] > self.switch_step:
+            self.save_calibration("online")  # after no online update it would be the offline one again
 
     def _offline_phase(self) -> None:
         cfg, counters = self.cfg, self.counters

@@ -285,6 +285,16 @@ def test_resume_falls_back_when_latest_is_missing_or_truncated_and_removes_stale
 
 
 @pytest.mark.slow
+def test_a_bad_value_edited_into_a_run_s_config_yaml_is_reported_naming_the_file(short_run, tmp_path):
+    run_dir = copy_run(short_run, tmp_path)
+    config = run_dir / "config.yaml"
+    config.write_text(config.read_text().replace("batch_size: 8", "batch_size: -3"))
+    result = run_train([f"resume={run_dir}"])
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert last_line(result.stderr) == f"error: {config}: batch_size=-3: expected >= 1"
+
+
+@pytest.mark.slow
 def test_a_second_trainer_on_a_held_run_is_refused(short_run, tmp_path):
     run_dir = copy_run(short_run, tmp_path)
     holder = RunDir(run_dir).lock()
