@@ -11,6 +11,13 @@ from typing import BinaryIO, Iterator
 TEMPORARY_SUFFIX = ".tmp"
 
 
+def _default_mode() -> int:
+    """What open() would give a new file: 0o666 less the process's umask (read without change)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
 @contextmanager
 def atomic_file(path: str | os.PathLike) -> Iterator[BinaryIO]:
     """A binary file handle on a temporary file beside `path`.
@@ -26,6 +33,8 @@ def atomic_file(path: str | os.PathLike) -> Iterator[BinaryIO]:
         with handle:
             yield handle
             handle.flush()
+            # The temporary file is private (0600); the result is an ordinary file like any other.
+            os.fchmod(handle.fileno(), _default_mode())
             os.fsync(handle.fileno())
         os.replace(handle.name, path)
     except OSError as error:

@@ -363,3 +363,12 @@ def test_batches_reach_cuda_from_pinned_memory():
     assert torch.equal(on_gpu["obs"]["agentview_image"].cpu(), on_cpu["obs"]["agentview_image"])
     mixed = mixed_batch(offline, online, 32, 0.5, np.random.default_rng(3), torch.device("cuda"))
     assert mixed["next_obs"]["robot0_eye_in_hand_image"].device.type == "cuda"
+
+
+def test_a_file_written_whole_gets_the_permissions_of_any_new_file(tmp_path: Path):
+    from calql_vision.atomic_file import atomic_file
+
+    (tmp_path / "plain.txt").write_text("x")
+    with atomic_file(tmp_path / "whole.txt") as handle:
+        handle.write(b"x")
+    assert (tmp_path / "whole.txt").stat().st_mode == (tmp_path / "plain.txt").stat().st_mode
