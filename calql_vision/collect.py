@@ -122,7 +122,8 @@ def output_lock(out: Path) -> Iterator[None]:
             "wait for it to finish or choose another out="
         ) from None
     except OSError as error:
-        raise OutputError(f"cannot create or lock the lock file {lock_path}: {error.strerror or error}") from error
+        # Named as the user gave it: the lock file beside it is this program's detail.
+        raise OutputError(f"out={out}: cannot write there ({error.strerror or error})") from error
     try:
         yield
     finally:

@@ -261,6 +261,13 @@ def test_collect_cli_refuses_an_existing_out(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["demos.hdf5"], "no lock or temporary file left"
 
 
+def test_collect_cli_names_the_output_it_cannot_write():
+    result = run_collect("episodes=1", "out=/proc/demos.hdf5")
+    assert result.returncode == 2
+    (line,) = error_lines(result.stderr)
+    assert line.startswith("error: out=/proc/demos.hdf5: cannot write there ("), result.stderr
+
+
 def test_collect_cli_overwrite_replaces_out(tmp_path):
     out = tmp_path / "demos.hdf5"
     old = write_old_file(out)
