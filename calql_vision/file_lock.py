@@ -19,7 +19,7 @@ class LockHeld(Exception):
         self.holder = holder
 
 
-def lock_exclusively(path: Path) -> int:
+def lock_exclusively(path: Path, write_pid: bool = True) -> int:
     """The descriptor of `path` (created if needed), exclusively locked, with this process's pid
     written in. Raises LockHeld when another process holds it, OSError when it cannot be made.
 
@@ -40,12 +40,18 @@ def lock_exclusively(path: Path) -> int:
         if _same_file(fd, path):
             break
         os.close(fd)
+    if write_pid:
+        record_holder(fd)
+    return fd
+
+
+def record_holder(fd: int) -> None:
+    """This process's pid into a held lock file, for a refused process's message."""
     try:
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
     except OSError:
         pass  # the pid only improves another process's message (a full disk can refuse it)
-    return fd
 
 
 def _same_file(fd: int, path: Path) -> bool:

@@ -228,7 +228,7 @@ def resume_launch(run: RunDir, overrides: list[str]) -> Launch:
     cfg.resume = str(run.root)
     cfg.runs_root = saved.runs_root  # the run stays where it is
     had_lock_file = run.lock_file.exists()
-    lock = run.lock()
+    lock = run.lock(announce=False)
     try:
         point = find_resume_point(run, load_checkpoint)
         if point is None:
@@ -238,6 +238,7 @@ def resume_launch(run: RunDir, overrides: list[str]) -> Launch:
             print(f"note: resuming from {point.path} ({'; '.join(point.skipped)})")
         for stale in run.trainer_temporaries():  # left by a killed writer; ours, we hold the lock
             stale.unlink(missing_ok=True)
+        lock.announce()  # accepted: from here the run is this process's
     except BaseException:
         lock.release()
         if not had_lock_file:  # a refused resume leaves the directory as it found it

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from calql_vision.atomic_file import TEMPORARY_SUFFIX
-from calql_vision.file_lock import LockHeld, is_locked, lock_exclusively
+from calql_vision.file_lock import LockHeld, is_locked, lock_exclusively, record_holder
 
 
 class RunDirBusy(RuntimeError):
@@ -119,8 +119,8 @@ class RunDir:
             return cls(root)
         raise RuntimeError(f"{parent}: no free run directory name for {stamp}")
 
-    def lock(self) -> "RunLock":
-        return RunLock(self.lock_file)
+    def lock(self, announce: bool = True) -> "RunLock":
+        return RunLock(self.lock_file, announce)
 
     def busy(self) -> bool:
         """A live trainer holds this run (its lock is released when it exits, however it dies)."""
@@ -130,13 +130,19 @@ class RunDir:
 class RunLock:
     """The trainer's exclusive lock on <run>/.lock, held while the process lives (see file_lock)."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, announce: bool = True) -> None:
+        """announce=False: the file keeps its last holder's pid until announce() (a resume that
+        may still be refused leaves .lock as it found it)."""
         self.path = path
         try:
-            self._fd: int | None = lock_exclusively(path)
+            self._fd: int | None = lock_exclusively(path, write_pid=announce)
         except LockHeld as held:
             raise RunDirBusy(f"{path.parent} is in use by another process ({held.holder}); "
                              "wait for it to finish or stop it first") from None
+
+    def announce(self) -> None:
+        if self._fd is not None:
+            record_holder(self._fd)
 
     def release(self) -> None:
         if self._fd is not None:

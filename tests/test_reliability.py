@@ -236,8 +236,8 @@ def test_divergence_stops_with_a_diagnostic_and_keeps_the_last_finite_checkpoint
 @pytest.mark.slow
 def test_a_resume_that_cannot_apply_leaves_the_run_untouched(short_run, tmp_path):
     run_dir = copy_run(short_run, tmp_path)
-    def contents() -> dict:  # .lock only records its last holder's pid
-        return {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file() and p.name != ".lock"}
+    def contents() -> dict:  # .lock included: it keeps its last holder's pid
+        return {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file()}
 
     before = contents()
     result = run_train([f"resume={run_dir}", "encoder.channels=32", "algo.cql_weight=1", "online_env_steps=30"])
