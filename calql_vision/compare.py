@@ -90,6 +90,7 @@ class Job:
     control_of: Optional["Job"] = None  # the job whose offline continuation control this one is
     process: Optional[subprocess.Popen] = field(default=None, repr=False)
     started: float = 0.0
+    log_start: int = 0  # offset of the current attempt's output in its log
 
     @property
     def folder(self) -> str:
@@ -210,8 +211,11 @@ def plan(cfg, shared: list[str], per_algo: dict[str, list[str]]) -> list[Job]:
             jobs[(algo, seed)] = Job(algo, int(seed), overrides, source)
     planned = [jobs[(a, int(s))] for a in algos for s in cfg.seeds]
     if cfg.control:  # a run started from another's pretraining shares that run's control
+        from calql_vision.control import online_updates
+
         planned += [Job(job.algo, job.seed, [], control_of=job) for job in planned
-                    if algorithm(job.algo).pretrains and job.source is None]
+                    if algorithm(job.algo).pretrains and job.source is None
+                    and settings[job.algo].offline_steps > 0 and online_updates(settings[job.algo]) > 0]
     return planned
 
 
@@ -250,20 +254,26 @@ def command(job: Job, study: Study, threads: int) -> list[str]:
     return [sys.executable, "-m", "calql_vision.train", *args]
 
 
-def _stop_with_compare() -> None:
-    """In each trainer, before it starts: SIGTERM when compare dies, however it dies (kill -9
-    included), so no trainer runs on unattended; it stops at a safe point with a checkpoint
-    and the next compare resumes it. Linux's PR_SET_PDEATHSIG; elsewhere a no-op."""
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-    except (OSError, AttributeError):
-        return
-    if os.getppid() == 1:  # compare died before the line above took effect
-        os.kill(os.getpid(), signal.SIGTERM)
-
-
 PR_SET_PDEATHSIG = 1
+
+
+def _stop_with_compare_hook():
+    """The preexec_fn of each trainer: SIGTERM when compare dies, however it dies (kill -9
+    included), so no trainer runs on unattended; it stops at a safe point with a checkpoint
+    and the next compare resumes it. Linux's PR_SET_PDEATHSIG; None (nothing) elsewhere.
+    prctl is looked up here, in compare: the forked child only calls it."""
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    compare_pid = os.getpid()
+
+    def hook() -> None:
+        prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+        if os.getppid() != compare_pid:  # compare died before the line above took effect
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    return hook
 
 
 def _live_elsewhere(job: Job, study: Study) -> bool:
@@ -280,6 +290,7 @@ def run_grid(jobs: list[Job], study: Study, parallel: int, threads: int) -> dict
     waiting = [job for job in jobs if job.name not in outcome]
     running: list[Job] = []
     told: set[str] = set()
+    stop_with_compare = _stop_with_compare_hook()
     total = len(waiting)
     if total:
         print(f"{len(outcome)} of {len(jobs)} runs finished earlier; running {total} ({parallel} at once)")
@@ -309,8 +320,9 @@ def run_grid(jobs: list[Job], study: Study, parallel: int, threads: int) -> dict
                         shutil.rmtree(stale)
                 study.log_path(job).parent.mkdir(parents=True, exist_ok=True)
                 log = open(study.log_path(job), "a")
+                job.log_start = log.tell()  # a retry appends: its reason is read from here on
                 job.process = subprocess.Popen(command(job, study, threads), stdout=log, stderr=subprocess.STDOUT,
-                                               start_new_session=True, preexec_fn=_stop_with_compare)
+                                               start_new_session=True, preexec_fn=stop_with_compare)
                 log.close()
                 job.started = time.time()
                 running.append(job)
@@ -325,12 +337,20 @@ def run_grid(jobs: list[Job], study: Study, parallel: int, threads: int) -> dict
                 study.write_record(job, status=status, returncode=code, run=str(run) if run else None,
                                    minutes=round(minutes, 2))
                 outcome[job.name] = ("done" if code == 0
-                                     else f"failed (exit code {code}; {last_error(study.log_path(job), code)})")
+                                     else f"failed (exit code {code}; "
+                                          f"{last_error(study.log_path(job), code, job.log_start)})")
                 finished = sum(1 for j in jobs if j.name in outcome)
                 print(f"[{finished}/{len(jobs)}] {job.name}: {outcome[job.name]} after {minutes:.1f} min", flush=True)
     except KeyboardInterrupt:
         # Each run stops at a safe point with a checkpoint; wait for them, so the next call
-        # resumes them.
+        # resumes them. A further stop must not end compare meanwhile: its trainers would then
+        # get their second signal (PR_SET_PDEATHSIG) and stop without the checkpoint.
+        def still_saving(signum, frame):
+            print("compare: the runs are still saving their checkpoints; waiting for them", file=sys.stderr,
+                  flush=True)
+
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, still_saving)
         for job in running:
             if job.process.poll() is None:
                 job.process.send_signal(signal.SIGINT)
@@ -340,11 +360,13 @@ def run_grid(jobs: list[Job], study: Study, parallel: int, threads: int) -> dict
     return outcome
 
 
-def last_error(log: Path, returncode: int) -> str:
+def last_error(log: Path, returncode: int, start: int = 0) -> str:
     """The run's own error line, the last exception of a traceback, or the signal that killed it;
-    never a progress bar."""
-    lines = [line.strip() for line in log.read_text(errors="replace").replace("\r", "\n").splitlines()
-             if line.strip()]
+    never a progress bar. `start`: where this attempt's output begins in the log."""
+    with open(log, "rb") as handle:
+        handle.seek(start)
+        text = handle.read().decode(errors="replace")
+    lines = [line.strip() for line in text.replace("\r", "\n").splitlines() if line.strip()]
     errors = [line for line in lines if line.startswith("error:") or re.match(r"[\w.]*(Error|Exception)\b", line)]
     if errors:
         return errors[-1][:300]

@@ -21,8 +21,10 @@ CONTROL_SUFFIX = "-control"  # runs_root/<task>/<algo>-control/<timestamp>
 
 def online_updates(cfg: Any) -> int:
     """Gradient updates the online phase of a run with these settings makes: utd per
-    environment step after the warm-up."""
-    return cfg.algo.utd * max(0, cfg.online_env_steps - cfg.algo.warmup_steps)
+    environment step after the warm-up, counting the steps the last lock-step of num_envs
+    workers takes past online_env_steps."""
+    steps = math.ceil(cfg.online_env_steps / cfg.num_envs) * cfg.num_envs
+    return cfg.algo.utd * max(0, steps - cfg.algo.warmup_steps)
 
 
 def equivalent_env_step(cfg: Any, updates_after_switch: int) -> int:

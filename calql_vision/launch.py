@@ -21,7 +21,7 @@ from calql_vision.config import ConfigError, TrainConfig, load_config, load_run_
 from calql_vision.control import CONTROL_SUFFIX, online_updates
 from calql_vision.run_dir import RunDir, RunLock, find_resume_point
 from calql_vision.training_data import resolve_task_render_quality
-from calql_vision.validation import config_problems
+from calql_vision.validation import field_problems
 
 DESCRIPTION = """Offline pretraining on a robomimic-layout HDF5, then online fine-tuning in the robosuite
 task, from pixels (task=lift_visual | pick_place_visual) or from low-dim state keys without
@@ -102,6 +102,9 @@ RESUMABLE = (
 )
 # Where a new run would go means nothing to a resume, which writes into the run it continues.
 RESUME_IGNORES = ("resume", "runs_root")
+# An offline continuation control (control_of) must train and evaluate as its run would have:
+# only the machine and what is logged may differ, at its creation and on its resumes.
+CONTROL_MAY_CHANGE = ("device", "precision", "threads", "log_every", "checkpoint_every", "eval_video", "video_size")
 DESCRIPTION = DESCRIPTION.replace("{RESUMABLE}", textwrap.fill(
     f"A resume may change only {', '.join(RESUMABLE)}; any other setting is fixed by the run.", width=92))
 
@@ -205,7 +208,8 @@ def check_resume_changes(saved, cfg, checkpoint: dict, run: RunDir) -> None:
     old = _flat(OmegaConf.to_container(saved, resolve=True))
     new = _flat(OmegaConf.to_container(cfg, resolve=True))
     changed = {k: (old.get(k), new[k]) for k in new if k not in RESUME_IGNORES and old.get(k) != new[k]}
-    problems = [f"{k} ({before} -> {after})" for k, (before, after) in changed.items() if k not in RESUMABLE]
+    allowed = CONTROL_MAY_CHANGE if saved.get("control_of") is not None else RESUMABLE
+    problems = [f"{k} ({before} -> {after})" for k, (before, after) in changed.items() if k not in allowed]
     counters = checkpoint["counters"]
     if "offline_steps" in changed and counters.get("switched"):
         problems.append("offline_steps (the run has already switched to online)")
@@ -213,7 +217,7 @@ def check_resume_changes(saved, cfg, checkpoint: dict, run: RunDir) -> None:
         problems.append(f"offline_steps to {cfg.offline_steps} (the run is past it, at update {counters['step']})")
     if problems:
         raise ConfigError(f"resume={run.root}: a run cannot change {', '.join(problems)}; a resume may change only "
-                          f"{', '.join(RESUMABLE)}. Start a new run (init_from=<run> keeps its pretraining) instead")
+                          f"{', '.join(allowed)}. Start a new run (init_from=<run> keeps its pretraining) instead")
 
 
 def resume_launch(run: RunDir, overrides: list[str]) -> Launch:
@@ -221,7 +225,7 @@ def resume_launch(run: RunDir, overrides: list[str]) -> Launch:
     from calql_vision.checkpoint import load_checkpoint
 
     saved = load_run_config(run.root)
-    problems = config_problems(saved)  # a value edited by hand: the file is named, not the command line
+    problems = field_problems(saved)  # a value edited by hand: the file is named, not the command line
     if problems:
         raise ConfigError(f"{run.config}: {'; '.join(problems)}")
     cfg = load_config(TrainConfig, overrides, "calql_vision.train", DESCRIPTION, presets=PRESETS, base=saved)
@@ -266,6 +270,8 @@ def control_launch(source_dir: str, overrides: list[str]) -> Launch:
     if not algorithm(saved.algo.name).pretrains or saved.init_from is not None:
         raise ConfigError(f"{what}: a {saved.algo.name} run without its own pretraining has no switch checkpoint"
                           + (f"; its pretraining came from {saved.init_from}" if saved.init_from else ""))
+    if saved.offline_steps == 0:
+        raise ConfigError(f"{what}: that run has no offline phase (offline_steps=0), so no switch checkpoint")
     if online_updates(saved) == 0:
         raise ConfigError(f"{what}: its online phase makes no update (online_env_steps={saved.online_env_steps}), "
                           f"so there is nothing to control")
@@ -273,7 +279,7 @@ def control_launch(source_dir: str, overrides: list[str]) -> Launch:
     cfg.control_of = str(source.root)
     old, new = _flat(OmegaConf.to_container(saved, resolve=True)), _flat(OmegaConf.to_container(cfg, resolve=True))
     fixed = [f"{k} ({old.get(k)} -> {v})" for k, v in new.items() if old.get(k) != v
-             and (k not in RESUMABLE or k in ("offline_steps", "online_env_steps")) and k not in (*RESUME_IGNORES, "control_of")]
+             and k not in (*CONTROL_MAY_CHANGE, *RESUME_IGNORES, "control_of")]
     if fixed:
         raise ConfigError(f"{what}: a control keeps its run's settings and cannot change {', '.join(fixed)}")
     switch = source.checkpoint(saved.offline_steps)

@@ -22,7 +22,8 @@ STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 def guard_startup() -> None:
     for signum in STOP_SIGNALS:
-        signal.signal(signum, _stop_during_startup)
+        if signal.getsignal(signum) is not signal.SIG_IGN:  # ignored (`cmd &` in a script) stays ignored
+            signal.signal(signum, _stop_during_startup)
     pause_point("import")
 
 
@@ -36,8 +37,10 @@ def _stop_during_startup(signum: int, frame) -> None:
 def ready() -> None:
     """main() has begun: Ctrl-C raises KeyboardInterrupt again and SIGTERM ends the process, as
     in any Python program, until the program installs handlers of its own."""
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    defaults = {signal.SIGINT: signal.default_int_handler, signal.SIGTERM: signal.SIG_DFL}
+    for signum, default in defaults.items():
+        if signal.getsignal(signum) is _stop_during_startup:  # anything else was set on purpose
+            signal.signal(signum, default)
 
 
 def pause_point(stage: str) -> None:

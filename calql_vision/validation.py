@@ -16,7 +16,12 @@ from calql_vision.config_fields import FINITE
 
 def config_problems(config: DictConfig) -> list[str]:
     """Every problem of `config` (a structured config) as "key=value: expected ..."."""
-    return _field_problems(config, "") + [p for check in CROSS_CHECKS for p in check(config)]
+    return field_problems(config) + [p for check in CROSS_CHECKS for p in check(config)]
+
+
+def field_problems(config: DictConfig) -> list[str]:
+    """The problems of each value on its own (a saved config, before a resume's overrides)."""
+    return _field_problems(config, "")
 
 
 def _field_problems(node: DictConfig, prefix: str) -> list[str]:

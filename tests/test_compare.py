@@ -134,3 +134,18 @@ def test_a_compare_killed_outright_leaves_no_trainer_behind_and_its_rerun_finish
         os.kill(trainer, 0)  # the first trainer stopped with its compare
     steps = [int(row.split(",")[1]) for row in (run_dir / "metrics.csv").read_text().splitlines()[1:]]
     assert steps == sorted(set(steps)) and steps[-1] >= 200
+
+
+def test_a_failure_s_reason_is_this_attempt_s_error_line_or_its_signal(tmp_path):
+    from calql_vision.compare import last_error
+
+    log = tmp_path / "run.log"
+    log.write_text("error: an earlier attempt failed\n")
+    start = log.stat().st_size
+    with open(log, "a") as handle:
+        handle.write("offline:  17%|###   | 1/6 [00:01<00:05]\r")
+    assert last_error(log, -9, start) == "killed by SIGKILL"
+    assert last_error(log, 1, 0) == "error: an earlier attempt failed"
+    with open(log, "a") as handle:
+        handle.write("\nTraceback (most recent call last):\nValueError: bad\n")
+    assert last_error(log, 1, start) == "ValueError: bad"

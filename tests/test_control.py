@@ -104,6 +104,7 @@ def test_a_control_trains_on_exactly_as_the_offline_phase_would_have_gone_on(onl
 @pytest.mark.parametrize("extra, message", [
     (["batch_size=16"], "cannot change batch_size (8 -> 16)"),
     (["offline_steps=20"], "cannot change offline_steps (8 -> 20)"),
+    (["eval_episodes=5"], "cannot change eval_episodes (2 -> 5)"),
 ])
 def test_a_control_that_would_not_be_its_run_is_refused_before_a_directory_exists(online_run, extra, message,
                                                                                    tmp_path):

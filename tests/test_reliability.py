@@ -532,3 +532,28 @@ def test_the_workers_of_a_killed_trainer_end_without_a_word(lift_state_demos, tm
         time.sleep(0.1)
     after = log.read_text()[before:].replace("\r", "\n")
     assert "Traceback" not in after and "Error" not in after, after[-3000:]
+
+
+def test_the_start_up_guard_leaves_ignored_signals_and_handlers_set_on_purpose_alone():
+    from calql_vision import startup
+
+    before = {signum: signal.getsignal(signum) for signum in startup.STOP_SIGNALS}
+    try:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a program started with `cmd &` in a script
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        startup.guard_startup()
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+        assert signal.getsignal(signal.SIGTERM) is startup._stop_during_startup
+        startup.ready()
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+        assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+
+        def own(signum, frame):
+            pass
+
+        signal.signal(signal.SIGTERM, own)
+        startup.ready()
+        assert signal.getsignal(signal.SIGTERM) is own
+    finally:
+        for signum, handler in before.items():
+            signal.signal(signum, handler)
