@@ -355,6 +355,14 @@ def test_a_stop_signal_saves_a_checkpoint_that_resumes_to_the_uninterrupted_resu
             == [{k: v for k, v in row.items() if k not in timing} for row in read_rows(the_run(tmp_path / "whole"))])
 
 
+def as_from_a_terminal() -> None:
+    """The child's stop signals at their defaults, as a program typed into a terminal has them: a
+    suite run as a background job (`cmd &`) would hand its children SIGINT ignored, and a
+    program rightly leaves an ignored signal ignored."""
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, signal.SIG_DFL)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("stage, signum, message", [
     ("import", signal.SIGINT, "stopped by SIGINT during start-up"),
@@ -369,7 +377,8 @@ def test_a_stop_at_any_stage_of_start_up_is_one_line_and_leaves_no_run_directory
     # there however loaded the machine is.
     process = subprocess.Popen([sys.executable, "-m", "calql_vision.train", *TINY_TRAIN_ARGS, f"dataset={lift_demos}",
                                 f"runs_root={tmp_path / 'runs'}"], cwd=ROOT, text=True, stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, env={**os.environ, PAUSE_VARIABLE: stage})
+                               stderr=subprocess.PIPE, env={**os.environ, PAUSE_VARIABLE: stage},
+                               preexec_fn=as_from_a_terminal)
     seen = []
     while not seen or f"paused at {stage}" not in seen[-1]:
         line = process.stderr.readline()
