@@ -344,4 +344,8 @@ def test_env_args_rebuild_the_environment_with_plain_robosuite(lift_demos):
     env.close()
     np.testing.assert_allclose(observation["robot0_eef_pos"], recorded_eef, atol=1e-6)
     upright = observation["agentview_image"][::-1].astype(int)
-    assert np.abs(upright - recorded_image.astype(int)).mean() < 0.5
+    # Mesa's software rasteriser in the collector's worker and in this process can differ in a
+    # few edge pixels: a mean of 0.50 (of 255) was seen once under load; the image upside down
+    # or from another state differs by far more.
+    assert np.abs(upright - recorded_image.astype(int)).mean() < 1.0
+    assert np.abs(upright[::-1] - recorded_image.astype(int)).mean() > 5.0
