@@ -203,11 +203,17 @@ def _flat(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
-def check_resume_changes(saved, cfg, checkpoint: dict, run: RunDir) -> None:
-    """ConfigError listing every setting a resume asks to change that a run cannot change."""
+def changed_settings(saved, cfg) -> dict[str, tuple[Any, Any]]:
+    """{"algo.critic_lr": (saved value, new value)} for every setting `cfg` changes from the
+    run's `saved` config (where a new run would go aside)."""
     old = _flat(OmegaConf.to_container(saved, resolve=True))
     new = _flat(OmegaConf.to_container(cfg, resolve=True))
-    changed = {k: (old.get(k), new[k]) for k in new if k not in RESUME_IGNORES and old.get(k) != new[k]}
+    return {k: (old.get(k), new[k]) for k in new if k not in RESUME_IGNORES and old.get(k) != new[k]}
+
+
+def check_resume_changes(saved, cfg, checkpoint: dict, run: RunDir) -> None:
+    """ConfigError listing every setting a resume asks to change that a run cannot change."""
+    changed = changed_settings(saved, cfg)
     allowed = CONTROL_MAY_CHANGE if saved.get("control_of") is not None else RESUMABLE
     problems = [f"{k} ({before} -> {after})" for k, (before, after) in changed.items() if k not in allowed]
     counters = checkpoint["counters"]
@@ -277,9 +283,8 @@ def control_launch(source_dir: str, overrides: list[str]) -> Launch:
                           f"so there is nothing to control")
     cfg = load_config(TrainConfig, overrides, "calql_vision.train", DESCRIPTION, presets=PRESETS, base=saved)
     cfg.control_of = str(source.root)
-    old, new = _flat(OmegaConf.to_container(saved, resolve=True)), _flat(OmegaConf.to_container(cfg, resolve=True))
-    fixed = [f"{k} ({old.get(k)} -> {v})" for k, v in new.items() if old.get(k) != v
-             and k not in (*CONTROL_MAY_CHANGE, *RESUME_IGNORES, "control_of")]
+    fixed = [f"{k} ({before} -> {after})" for k, (before, after) in changed_settings(saved, cfg).items()
+             if k not in (*CONTROL_MAY_CHANGE, "control_of")]
     if fixed:
         raise ConfigError(f"{what}: a control keeps its run's settings and cannot change {', '.join(fixed)}")
     switch = source.checkpoint(saved.offline_steps)
