@@ -261,6 +261,10 @@ class EncoderConfig:
     hidden_dims: list = doc([], "state encoder: MLP hidden sizes in front of the heads; [] = none, the heads read "
                                 "the state vector itself", valid=AT_LEAST_1)
     augment_pad: int = doc(4, "random-shift padding in pixels for s and s' in training (0 = off)", valid=AT_LEAST_0)
+    normalize_state: bool = doc(
+        False, "scale each entry of the state / proprio vector by the offline data's mean and std, fixed at run "
+               "creation and saved in checkpoints (encoders/normalize.py)",
+    )
 
 
 @dataclass
@@ -376,6 +380,9 @@ def load_run_config(run_dir: str | os.PathLike) -> DictConfig:
         if isinstance(saved.get("task"), dict):
             # Runs from before the setting rendered with robosuite's own renderer.
             saved["task"].setdefault("render_quality", "full")
+        if isinstance(saved.get("encoder"), dict):
+            # Runs from before the setting read the raw state.
+            saved["encoder"].setdefault("normalize_state", False)
         kept, dropped = _known_keys_only(saved, OmegaConf.to_container(schema))
         config = OmegaConf.merge(schema, kept)
     except (OmegaConfBaseException, yaml.YAMLError, AttributeError, TypeError) as error:

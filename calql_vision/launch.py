@@ -150,6 +150,8 @@ def init_from_checkpoint(cfg) -> dict:
     except ValueError as error:
         raise ConfigError(f"init_from={source}: {error}") from None
     saved = OmegaConf.create(checkpoint.get("config") or {})
+    if OmegaConf.select(saved, "encoder") is not None and OmegaConf.select(saved, "encoder.normalize_state") is None:
+        saved.encoder.normalize_state = False  # saved before the setting: that run read the raw state
     source_algo = str(OmegaConf.select(saved, "algo.name", default="?"))
     if source_algo not in ALGO_SCHEMAS or not can_init_from(cfg.algo.name, source_algo):
         compatible = sorted(a for a in ALGO_SCHEMAS if can_init_from(cfg.algo.name, a))

@@ -167,11 +167,22 @@ class Trainer:
                     f"init_from={cfg.init_from}: the checkpoint's networks do not fit algo={cfg.algo.name} with these "
                     f"settings (match num_critics, LayerNorm and hidden_dims to the pretraining run): {detail[:300]}"
                 ) from None
+        elif cfg.encoder.normalize_state:
+            self._fit_state_normalizer()
         resume_step = self.counters["step"] if checkpoint else None
         self.logger = MetricsLogger(run.metrics, run.tensorboard, self.agent.METRICS, resume_step=resume_step,
                                     action_dim=spec.action_dim)
         self._eval_seed = evaluation_seed(cfg.seed)
         self._last_finite: tuple[int, dict[str, float]] | None = None
+
+    def _fit_state_normalizer(self) -> None:
+        """A new run's state statistics: every frame of the offline data, once. They are then
+        part of the agent: checkpoints carry them to resumes, controls, init_from and evaluate."""
+        if self.dataset is None:
+            print(f"note: encoder.normalize_state has no offline data to take statistics from "
+                  f"(algo={self.cfg.algo.name}); the state is read raw")
+            return
+        self.agent.state_normalizer.fit(self.dataset.proprio)
 
     def _obs_spec(self):
         """Shapes from the dataset when there is one (checked against the env), else the env's."""

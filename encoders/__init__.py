@@ -4,6 +4,7 @@ from __future__ import annotations
 from encoders.augment import RandomShift, shift_images
 from encoders.conv import ConvEncoder, MultiCameraEncoder
 from encoders.factory import ENCODERS, build_encoder, count_parameters
+from encoders.normalize import StateNormalizer
 from encoders.resnet import ResNet18Encoder
 from encoders.state import StateEncoder
 
@@ -16,5 +17,6 @@ __all__ = [
     "build_encoder",
     "count_parameters",
     "StateEncoder",
+    "StateNormalizer",
     "shift_images",
 ]

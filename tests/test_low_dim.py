@@ -15,7 +15,8 @@ from omegaconf import OmegaConf
 from calql_vision.agents import ALGORITHMS, ObsSpec, algo_schema, make_agent
 from calql_vision.config import ConfigError, EncoderConfig, TrainConfig, load_config, load_group_file
 from conftest import ROOT, task_config
-from encoders import StateEncoder, build_encoder
+from encoders import StateEncoder, StateNormalizer, build_encoder
+from encoders.normalize import STD_EPSILON
 
 LIFT_STATE_KEYS = ["object", "robot0_eef_pos", "robot0_eef_quat", "robot0_gripper_qpos"]
 STATE_SPEC = ObsSpec(image_keys=(), image_shape=(3, 84, 84), proprio_dim=19, action_dim=7)
@@ -99,6 +100,58 @@ def test_every_agent_learns_from_states_and_only_the_critic_side_moves_the_encod
         assert any(not torch.equal(a, b) for a, b in zip(agent.encoder.parameters(), agent.target_encoder.parameters()))
     action = agent.act({"proprio": np.linspace(-1, 1, 19)}, deterministic=True)
     assert action.shape == (7,) and np.all(np.abs(action) <= 1)
+
+
+# ---------------------------------------------------------------------- state normalisation
+def test_the_normaliser_is_the_identity_until_fit_then_centres_and_scales_the_data():
+    normalizer = StateNormalizer(3)
+    states = np.random.default_rng(0).normal([0.8, -2.0, 5.0], [0.003, 0.5, 0.0], size=(500, 3))
+    x = torch.as_tensor(states, dtype=torch.float32)
+    assert normalizer.is_identity and torch.equal(normalizer(x), x)
+    normalizer.fit(states)
+    y = normalizer(x).double()
+    assert not normalizer.is_identity and not list(normalizer.parameters())  # statistics, never trained
+    torch.testing.assert_close(y.mean(0), torch.zeros(3, dtype=torch.float64), atol=1e-4, rtol=0)
+    # std / (std + eps): the mm-scale entry comes out near 0.75, the constant one at 0, finite.
+    torch.testing.assert_close(y.std(0, correction=0), torch.tensor([0.003 / (0.003 + STD_EPSILON), 1.0, 0.0],
+                                                                   dtype=torch.float64), atol=0.03, rtol=0)
+    with pytest.raises(ValueError, match=r"\(N, 3\)"):
+        normalizer.fit(states[:, :2])
+
+
+def test_an_agent_reads_the_normalised_state_and_its_checkpoint_carries_the_statistics():
+    agent = build_state_agent("calql", [])
+    states = np.random.default_rng(1).normal(0.5, 0.01, size=(200, 19))
+    raw = states[:4]
+    before = agent.act({"proprio": raw}, deterministic=True)
+    agent.state_normalizer.fit(states)
+    after = agent.act({"proprio": raw}, deterministic=True)
+    assert not np.allclose(before, after)
+    # The same networks fed the hand-normalised state act alike: normalisation is all that changed.
+    twin = build_state_agent("calql", [])
+    by_hand = (raw - states.mean(0)) / (states.std(0) + STD_EPSILON)
+    np.testing.assert_allclose(twin.act({"proprio": by_hand}, deterministic=True), after, atol=1e-5)
+    restored = build_state_agent("calql", [])
+    restored.load_state_dict(agent.state_dict())
+    np.testing.assert_array_equal(restored.act({"proprio": raw}, deterministic=True), after)
+    # A checkpoint from before normalisation existed loads as the raw-state agent it was.
+    old = agent.state_dict()
+    del old["state_normalizer"]
+    restored.load_state_dict(old)
+    assert restored.state_normalizer.is_identity
+    np.testing.assert_array_equal(restored.act({"proprio": raw}, deterministic=True), before)
+
+
+def test_state_tasks_normalise_by_default_and_runs_from_before_the_setting_keep_the_raw_state(tmp_path):
+    from calql_vision.config import load_run_config
+
+    assert train_config("task=lift_state").encoder.normalize_state is True
+    assert train_config("task=lift_visual").encoder.normalize_state is False
+    assert train_config("task=lift_state", "encoder.normalize_state=false").encoder.normalize_state is False
+    saved = OmegaConf.to_container(train_config("task=lift_state"))
+    del saved["encoder"]["normalize_state"]
+    OmegaConf.save(OmegaConf.create(saved), tmp_path / "config.yaml")
+    assert load_run_config(tmp_path).encoder.normalize_state is False
 
 
 # ---------------------------------------------------------------------- the config

@@ -185,6 +185,18 @@ def test_every_algorithm_on_a_low_dim_task_then_evaluate_with_a_video(name, lift
     assert all((row["action_change"] != "" and row["policy_std_6"] != "") == probed for row in rows[1:])
     online = [row for row in rows if row["phase"] == "online"]
     checkpoint = torch.load(run_dir / "checkpoints" / "latest.pt", weights_only=False)
+    # The state statistics are the training frames' (encoder.normalize_state, on for state
+    # tasks), fixed at creation: every checkpoint carries them; SAC reads no data and none.
+    statistics = checkpoint["agent"]["state_normalizer"]
+    if probed:
+        from datasets import load_robomimic_hdf5
+
+        frames = load_robomimic_hdf5(lift_state_demos, [], list(task_config("lift_state").proprio_keys),
+                                     gamma=0.99, filter_key="train", show_progress=False).proprio.astype(np.float64)
+        np.testing.assert_allclose(statistics["mean"], frames.mean(0), atol=1e-5)
+        np.testing.assert_allclose(statistics["std"], frames.std(0) + 1e-3, atol=1e-5)
+    else:
+        assert not statistics["mean"].any() and bool((statistics["std"] == 1).all())
     assert sum(float(row["train_episodes"]) for row in online) == checkpoint["counters"]["episodes"] > 0
     if name != "aca":  # ACA's replay also holds the offline episodes it was seeded with
         ends = episode_ends(run_dir)

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from encoders import RandomShift, build_encoder
+from encoders import RandomShift, StateNormalizer, build_encoder
 
 
 @dataclass(frozen=True)
@@ -65,6 +65,8 @@ class PixelAgent:
             **_encoder_kwargs(encoder_cfg),
         ).to(device)
         self.feature_dim = self.encoder.output_dim
+        # Applied before every encoder (online, target, reference): one set of statistics.
+        self.state_normalizer = StateNormalizer(spec.proprio_dim).to(device)
         self.augment = RandomShift(pad=encoder_cfg.augment_pad)
         self.num_updates = 0
 
@@ -76,6 +78,7 @@ class PixelAgent:
 
     def encode(self, encoder: nn.Module, images: dict[str, torch.Tensor], proprio: torch.Tensor) -> torch.Tensor:
         """Features in fp32 (the encoder alone may run in bf16; every head and loss is fp32)."""
+        proprio = self.state_normalizer(proprio)  # fp32, outside autocast: mm-scale entries matter
         with self._autocast():
             features = encoder(images, proprio)
         return features.float()
@@ -182,6 +185,7 @@ class PixelAgent:
         state = {name: module.state_dict() for name, module in self._modules().items()}
         state.update({name: tensor.detach().cpu() for name, tensor in self._tensors().items()})
         state.update(self._extra_state())
+        state["state_normalizer"] = self.state_normalizer.state_dict()
         state["num_updates"] = self.num_updates
         return state
 
@@ -196,6 +200,10 @@ class PixelAgent:
             for name, tensor in self._tensors().items():
                 tensor.copy_(state[name])
         self._load_extra_state(state)
+        if "state_normalizer" in state:
+            self.state_normalizer.load_state_dict(state["state_normalizer"])
+        else:  # saved before normalisation existed: those runs read the raw state
+            self.state_normalizer.reset()
         self.num_updates = int(state["num_updates"])
         # Optimizer states carry the learning rate they were saved with; the config's wins, so
         # a resume or init_from that sets a new rate gets it.
