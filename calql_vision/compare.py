@@ -204,6 +204,9 @@ def plan(cfg, shared: list[str], per_algo: dict[str, list[str]]) -> list[Job]:
                                          TRAIN_DESCRIPTION, presets=PRESETS, base_file="base.yaml")
         except ConfigError as error:
             raise ConfigError(f"the {algo} runs: {error}") from None
+        from calql_vision.wandb_run import require_wandb
+
+        require_wandb(settings[algo].logger)
         if algo in sources:
             check_networks_fit(algo, settings[algo], sources[algo], settings[sources[algo]])
         for seed in cfg.seeds:
@@ -247,11 +250,25 @@ def command(job: Job, study: Study, threads: int) -> list[str]:
         return [sys.executable, "-m", "calql_vision.train", f"resume={run}", f"threads={threads}"]
     if job.control_of is not None:
         return [sys.executable, "-m", "calql_vision.train", f"control_of={study.run_dir(job.control_of)}",
-                f"threads={threads}", f"runs_root={study.runs_root(job.seed)}"]
-    args = [*job.overrides, f"seed={job.seed}", f"threads={threads}", f"runs_root={study.runs_root(job.seed)}"]
+                f"threads={threads}", f"runs_root={study.runs_root(job.seed)}",
+                *wandb_labels(job, study, job.control_of.overrides)]
+    args = [*job.overrides, f"seed={job.seed}", f"threads={threads}", f"runs_root={study.runs_root(job.seed)}",
+            *wandb_labels(job, study, job.overrides)]
     if job.source is not None:
         args.append(f"init_from={study.run_dir(job.source)}")
     return [sys.executable, "-m", "calql_vision.train", *args]
+
+
+def wandb_labels(job: Job, study: Study, overrides: list[str]) -> list[str]:
+    """W&B group = the study's folder name, tags = algorithm, seed<k> (and "control"), unless
+    the command line sets them. Only logging settings: a rerun may differ without harm."""
+    named = {arg.split("=", 1)[0] for arg in overrides}
+    labels = []
+    if "wandb_group" not in named:
+        labels.append(f"wandb_group={study.root.resolve().name}")
+    if "wandb_tags" not in named:
+        labels.append(f"wandb_tags=[{job.algo},seed{job.seed}{',control' if job.control_of is not None else ''}]")
+    return labels
 
 
 PR_SET_PDEATHSIG = 1

@@ -34,6 +34,10 @@ THREADS_HELP = "torch CPU threads; 0 = auto: the cores this process may use (aff
 # envs.render_quality.RENDER_QUALITY_SETTINGS, spelt out here because importing `envs` sets up
 # headless GL, which `--help` and config errors must not need.
 RENDER_QUALITY_SETTINGS = OneOf(("auto", "full", "fast"))
+# Where metric rows go besides metrics.csv (calql_vision/metrics.py, calql_vision/wandb_run.py).
+LOGGERS = ("tensorboard", "wandb")
+# What is logged, not what is trained: a resume and an offline control may change these.
+LOGGING_SETTINGS = ("logger", "wandb_project", "wandb_entity", "wandb_group", "wandb_tags", "wandb_mode")
 
 
 @dataclass
@@ -112,9 +116,23 @@ def _help_lines(schema: type, prefix: str = "", defaults: DictConfig | None = No
     return lines
 
 
+# The documentation page that explains each program (README.md links them all).
+DOCS_PAGES = {
+    "calql_vision.train": "docs/training.md",
+    "calql_vision.collect": "docs/data.md",
+    "calql_vision.evaluate": "docs/evaluation.md",
+    "calql_vision.plot": "docs/evaluation.md",
+    "calql_vision.compare": "docs/evaluation.md",
+    "calql_vision.bench": "docs/performance.md",
+    "calql_vision.bench_render": "docs/performance.md",
+}
+
+
 def format_help(schema: type, program: str, description: str, defaults: DictConfig | None = None) -> str:
+    page = DOCS_PAGES.get(program)
+    more = [f"More: {page} (every page: README.md, Documentation)", ""] if page else []
     return "\n".join(
-        [f"usage: python -m {program} [key=value ...]", "", description.strip(), "", "keys (default, meaning):"]
+        [f"usage: python -m {program} [key=value ...]", "", description.strip(), "", *more, "keys (default, meaning):"]
         + _help_lines(schema, defaults=defaults)
     )
 
@@ -224,6 +242,8 @@ def load_config(
         if "=" not in arg:
             raise ConfigError(f"arguments are key=value pairs, got '{arg}' (see --help)")
         key, value = arg.split("=", 1)
+        if key == "logger" and not value.startswith("["):  # logger=wandb: a list of one
+            arg = f"logger=[{value}]"
         if key in groups:
             group_config = load_group_file(key, value)
             if key == "algo":
@@ -274,7 +294,7 @@ class TrainConfig:
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
     dataset: Optional[str] = doc(None, "robomimic-layout HDF5 to pretrain on; null = the task's scripted demos (collected once)")
     allow_render_mismatch: bool = doc(
-        False, "train although the dataset's frames were rendered with another task.render_quality (README, Render quality)"
+        False, "train although the dataset's frames were rendered with another task.render_quality (docs/performance.md, Render quality)"
     )
     filter_key: Optional[str] = doc("train", "mask/<key> of the dataset to train on (all demos if the file has no masks)")
     max_demos: Optional[int] = doc(None, "use at most this many demos", valid=AT_LEAST_1)
@@ -300,6 +320,19 @@ class TrainConfig:
         valid=Range(16),
     )
     log_every: int = doc(1_000, "gradient steps between metric rows", valid=AT_LEAST_1)
+    logger: list = doc(
+        ["tensorboard"], "where the metric rows go besides metrics.csv (always written): tensorboard, wandb, both "
+        "(logger=[tensorboard,wandb]) or none (logger=[]); logger=wandb alone is accepted (docs/training.md, "
+        "Weights & Biases)", valid=OneOf(LOGGERS),
+    )
+    wandb_project: str = doc("calql_vision", "W&B project")
+    wandb_entity: Optional[str] = doc(None, "W&B entity (user or team); null = the account's default")
+    wandb_group: Optional[str] = doc(None, "W&B group; compare sets it to the study's folder name")
+    wandb_tags: list = doc([], "W&B tags; compare adds the algorithm and seed<k>")
+    wandb_mode: str = doc(
+        "auto", "auto (online when an API key is found, else offline, said in one line) | online | offline",
+        valid=OneOf(("auto", "online", "offline")),
+    )
     checkpoint_every: int = doc(10_000, "gradient steps between checkpoints", valid=AT_LEAST_1)
     seed: int = doc(0, "seed of networks, sampling and environments", valid=AT_LEAST_0)
     device: str = doc("auto", "auto (CUDA when present) | cpu | cuda | cuda:<i>")

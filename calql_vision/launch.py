@@ -17,11 +17,12 @@ from omegaconf import OmegaConf
 
 from calql_vision.algo_configs import ALGO_SCHEMAS
 from calql_vision.atomic_file import atomic_file
-from calql_vision.config import ConfigError, TrainConfig, load_config, load_run_config
+from calql_vision.config import LOGGING_SETTINGS, ConfigError, TrainConfig, load_config, load_run_config
 from calql_vision.control import CONTROL_SUFFIX, online_updates
 from calql_vision.run_dir import RunDir, RunLock, find_resume_point
 from calql_vision.training_data import resolve_task_render_quality
 from calql_vision.validation import field_problems
+from calql_vision.wandb_run import require_wandb
 
 DESCRIPTION = """Offline pretraining on a robomimic-layout HDF5, then online fine-tuning in the robosuite
 task, from pixels (task=lift_visual | pick_place_visual) or from low-dim state keys without
@@ -36,7 +37,7 @@ the online replay needed by resume=<run dir>. Besides the agent's losses, metric
 the deterministic and the stochastic policy's evaluations (eval_*, eval_stochastic_*), the
 training episodes that ended since the previous row (train_success_rate, train_return,
 train_episodes) and how far the policy and features moved on fixed dataset states
-(action_change, feature_change, policy_std; README: Training).
+(action_change, feature_change, policy_std; docs/training.md).
 
 resume=<run dir> continues from the newest intact checkpoint (latest.pt, else the newest
 step_<n>.pt). {RESUMABLE}
@@ -63,7 +64,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "checkpoint_every": 500,
     },
     # What a run without a GPU gets unless it names a preset (machine_preset): the study
-    # settings of the README's pixel results (64 px, a 4-layer 16-channel encoder, batch 64:
+    # settings of the pixel results of docs/results.md (64 px, a 4-layer 16-channel encoder, batch 64:
     # 19 Cal-QL updates/s and 54 env steps/s on 2 AMD EPYC cores) and 20k + 20k steps, so
     # task=pick_place_visual (horizon 250) finishes in about 2 hours with collection.
     "cpu": {
@@ -99,12 +100,14 @@ RESUMABLE = (
     "offline_steps", "online_env_steps", "eval_every", "eval_episodes", "eval_stochastic", "eval_video", "video_size",
     "log_every", "checkpoint_every", "device", "precision", "threads", "eval_early",
     "algo.actor_lr", "algo.critic_lr", "algo.alpha_lr", "algo.value_lr",
+    *LOGGING_SETTINGS,
 )
 # Where a new run would go means nothing to a resume, which writes into the run it continues.
 RESUME_IGNORES = ("resume", "runs_root")
 # An offline continuation control (control_of) must train and evaluate as its run would have:
 # only the machine and what is logged may differ, at its creation and on its resumes.
-CONTROL_MAY_CHANGE = ("device", "precision", "threads", "log_every", "checkpoint_every", "eval_video", "video_size")
+CONTROL_MAY_CHANGE = ("device", "precision", "threads", "log_every", "checkpoint_every", "eval_video", "video_size",
+                      *LOGGING_SETTINGS)
 DESCRIPTION = DESCRIPTION.replace("{RESUMABLE}", textwrap.fill(
     f"A resume may change only {', '.join(RESUMABLE)}; any other setting is fixed by the run.", width=92))
 
@@ -239,6 +242,7 @@ def resume_launch(run: RunDir, overrides: list[str]) -> Launch:
     cfg = load_config(TrainConfig, overrides, "calql_vision.train", DESCRIPTION, presets=PRESETS, base=saved)
     cfg.resume = str(run.root)
     cfg.runs_root = saved.runs_root  # the run stays where it is
+    require_wandb(cfg.logger)
     had_lock_file = run.lock_file.exists()
     lock = run.lock(announce=False)
     try:
@@ -285,6 +289,7 @@ def control_launch(source_dir: str, overrides: list[str]) -> Launch:
                           f"so there is nothing to control")
     cfg = load_config(TrainConfig, overrides, "calql_vision.train", DESCRIPTION, presets=PRESETS, base=saved)
     cfg.control_of = str(source.root)
+    require_wandb(cfg.logger)
     fixed = [f"{k} ({before} -> {after})" for k, (before, after) in changed_settings(saved, cfg).items()
              if k not in (*CONTROL_MAY_CHANGE, "control_of")]
     if fixed:
@@ -316,6 +321,7 @@ def new_launch(argv: list[str]) -> Launch:
     cfg = load_config(TrainConfig, argv, "calql_vision.train", DESCRIPTION, presets=PRESETS, base_file="base.yaml")
     if note:
         print(note)
+    require_wandb(cfg.logger)
     if cfg.dataset is not None:
         # Checked before the run directory exists, so a typo or a broken file leaves nothing behind.
         from datasets import read_mask_names

@@ -1,4 +1,5 @@
-"""Metric rows to metrics.csv and TensorBoard, resumable without duplicate rows."""
+"""Metric rows to metrics.csv (always), TensorBoard and W&B (as `logger` asks), resumable
+without duplicate rows in the CSV."""
 from __future__ import annotations
 
 import csv
@@ -31,8 +32,8 @@ class MetricsLogger:
     """One CSV row per log point, plus the same scalars in TensorBoard under phase/name.
     A value under a name no column holds is an error, not a silently dropped metric."""
 
-    def __init__(self, csv_path: Path, tensorboard_dir: Path, agent_metrics: Sequence[str],
-                 resume_step: int | None = None, action_dim: int = 0) -> None:
+    def __init__(self, csv_path: Path, tensorboard_dir: Path | None, agent_metrics: Sequence[str],
+                 resume_step: int | None = None, action_dim: int = 0, wandb_run: Any = None) -> None:
         self.columns = metric_columns(agent_metrics, action_dim)
         self.csv_path = csv_path
         if resume_step is not None and self.csv_path.exists():
@@ -43,11 +44,14 @@ class MetricsLogger:
         if new_file:
             self._writer.writeheader()
             self._file.flush()
-        from torch.utils.tensorboard import SummaryWriter
+        self._tensorboard = None
+        if tensorboard_dir is not None:
+            from torch.utils.tensorboard import SummaryWriter
 
-        # purge_step drops events at or after it: keep the checkpoint's own step, drop later ones.
-        purge_step = None if resume_step is None else resume_step + 1
-        self._tensorboard = SummaryWriter(str(tensorboard_dir), purge_step=purge_step)
+            # purge_step drops events at or after it: keep the checkpoint's own step, drop later ones.
+            purge_step = None if resume_step is None else resume_step + 1
+            self._tensorboard = SummaryWriter(str(tensorboard_dir), purge_step=purge_step)
+        self._wandb = wandb_run  # calql_vision/wandb_run.py, or None
 
     def _truncate_after(self, step: int) -> None:
         with open(self.csv_path, newline="") as f:
@@ -67,10 +71,26 @@ class MetricsLogger:
         row = {"phase": phase, "step": step, "env_step": env_step, **values}
         self._writer.writerow(row)
         self._file.flush()
-        for key, value in values.items():
-            if value is not None and value == value:  # skip NaN
-                self._tensorboard.add_scalar(f"{phase}/{key}", float(value), step)
+        if self._tensorboard is not None:
+            for key, value in values.items():
+                if value is not None and value == value:  # skip NaN
+                    self._tensorboard.add_scalar(f"{phase}/{key}", float(value), step)
+        if self._wandb is not None:
+            self._wandb.log(phase, step, env_step, values)
+
+    def video(self, step: int, path: Path) -> None:
+        """An evaluation video just written (metrics.csv and TensorBoard keep none)."""
+        if self._wandb is not None:
+            self._wandb.video(step, path)
+
+    def calibration(self, path: Path) -> None:
+        """A calibration snapshot just written."""
+        if self._wandb is not None:
+            self._wandb.calibration(path)
 
     def close(self) -> None:
         self._file.close()
-        self._tensorboard.close()
+        if self._tensorboard is not None:
+            self._tensorboard.close()
+        if self._wandb is not None:
+            self._wandb.close()

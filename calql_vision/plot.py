@@ -25,6 +25,8 @@ from calql_vision.startup import ready
 
 USAGE = """usage: python -m calql_vision.plot <run dir or runs root> [more paths ...] [out=<dir>]
 
+More: docs/evaluation.md (every page: README.md, Documentation)
+
 Finds every run directory (one holding metrics.csv and config.yaml) under the given paths
 and writes into out=<dir> (default: <first path>/plots):
   success.png      evaluation success rate on one x axis: the offline phase left of 0 (its

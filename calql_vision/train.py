@@ -170,8 +170,14 @@ class Trainer:
         elif cfg.encoder.normalize_state:
             self._fit_state_normalizer()
         resume_step = self.counters["step"] if checkpoint else None
-        self.logger = MetricsLogger(run.metrics, run.tensorboard, self.agent.METRICS, resume_step=resume_step,
-                                    action_dim=spec.action_dim)
+        wandb_run = None
+        if "wandb" in cfg.logger:
+            from calql_vision.wandb_run import WandbRun
+
+            wandb_run = WandbRun(run.root, cfg)
+        self.logger = MetricsLogger(run.metrics, run.tensorboard if "tensorboard" in cfg.logger else None,
+                                    self.agent.METRICS, resume_step=resume_step, action_dim=spec.action_dim,
+                                    wandb_run=wandb_run)
         self._eval_seed = evaluation_seed(cfg.seed)
         self._last_finite: tuple[int, dict[str, float]] | None = None
 
@@ -496,6 +502,7 @@ class Trainer:
         result = evaluate_policy(self.envs, act, cfg.eval_episodes, self._eval_seed, on_frame=record_first_episode)
         if video is not None:
             write_mp4(self.run_dir.video(self.counters["step"]), video.frames)
+            self.logger.video(self.counters["step"], self.run_dir.video(self.counters["step"]))
         return result
 
     def save_calibration(self, phase: str) -> None:
@@ -507,6 +514,7 @@ class Trainer:
             arrays[f"q_{name}"], arrays[f"g_{name}"] = q_and_return(self.agent, replay, rng, self.device)
         step = self.counters["step"]
         save_calibration(self.run_dir.calibration(step), phase, step, self.counters["env_step"], **arrays)
+        self.logger.calibration(self.run_dir.calibration(step))
 
     def save_checkpoint(self, periodic: bool = False) -> None:
         """latest.pt, and step_<n>.pt for the periodic ones. A stop's checkpoint (not periodic)

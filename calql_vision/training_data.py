@@ -55,7 +55,7 @@ def resolve_task_render_quality(cfg) -> None:
         raise ConfigError(
             f"dataset={cfg.dataset} was rendered with render_quality={recorded} ({WHAT_EACH_RENDERS[recorded]}) but "
             f"task.render_quality={cfg.task.render_quality}; a policy trained on one kind of frame can act much worse "
-            f"on the other (README, Render quality): use task.render_quality=auto, or allow_render_mismatch=true"
+            f"on the other (docs/performance.md, Render quality): use task.render_quality=auto, or allow_render_mismatch=true"
         )
 
 

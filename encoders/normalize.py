@@ -5,7 +5,7 @@ checkpoints, so training, evaluation, resume and `init_from` all read the same i
 Why: robomimic's low-dim keys mix scales (the cube's height varies by millimetres, the
 quaternions by tenths), and the grasp decision on lift turns on a 1 cm offset the raw
 vector hides in its third decimal; unnormalised, neither BC, IQL nor Cal-QL learned it
-(README, Results). CORL's state-based IQL/CQL/Cal-QL normalise the same way (`normalize`).
+(docs/results.md). CORL's state-based IQL/CQL/Cal-QL normalise the same way (`normalize`).
 """
 from __future__ import annotations
 

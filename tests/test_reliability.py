@@ -459,10 +459,10 @@ def test_a_full_disk_is_one_error_line_and_keeps_the_last_complete_checkpoint(li
         subprocess.run(["umount", str(disk)], check=True)
 
 
-def test_the_readme_and_help_name_exactly_the_settings_a_resume_may_change():
+def test_the_docs_and_help_name_exactly_the_settings_a_resume_may_change():
     from calql_vision.launch import RESUMABLE
 
-    readme = (ROOT / "README.md").read_text()
+    readme = (ROOT / "docs" / "training.md").read_text()
     paragraph = readme[readme.index("A resume may change only"):].split("New learning rates")[0]
     named = {word.strip("`,.:") for word in paragraph.split() if word.startswith("`")}
     assert named == set(RESUMABLE)

@@ -1,8 +1,8 @@
 """Cal-QL and CQL on pixels (`algo=calql`, `algo=cql`), and the pretraining of `algo=wsrl`.
 
 Losses follow the official JAX code (nakamotoo/Cal-QL, `JaxCQL/conservative_sac.py`,
-`ConservativeSAC._train_step`); see ../shared design notes summarised in the README's
-algorithm section. This class is SAC (agents/sac.py) with one change, the critic objective:
+`ConservativeSAC._train_step`); see the design notes summarised in
+docs/algorithms.md. This class is SAC (agents/sac.py) with one change, the critic objective:
 TD (with the max-target backup) plus the conservative gap, whose policy samples Cal-QL bounds
 below by the reward-to-go. Pixel-specific choices: each state is encoded once and its
 embedding tiled across the 3N CQL actions; the CQL samples are scored by the critic on the

@@ -253,6 +253,16 @@ def _calibration_panel(ax, snapshots: list[tuple[str, dict[str, np.ndarray] | No
     ax.legend(fontsize=7.5, loc="upper left", markerscale=1.5)
 
 
+def calibration_snapshot_figure(snapshot: dict[str, np.ndarray]):
+    """One snapshot (calibration/step_<n>.npz) as a figure of its own (the W&B logger's)."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(5.5, 5.0), layout="constrained")
+    where = f"step {int(snapshot['step'])}" + (f", env step {int(snapshot['env_step'])}" if int(snapshot["env_step"]) else "")
+    _calibration_panel(ax, [("", snapshot)], f"{PHASE_TITLES.get(str(snapshot['phase']), str(snapshot['phase']))}: {where}",
+                       np.random.default_rng(0))
+    return fig
+
+
 def plot_calibration(runs: Sequence[Run], out: Path, by_algo: bool = False) -> list[str]:
     """Writes the figure when some run has calibration files; returns the names of runs without.
     by_algo: one row per algorithm with every seed (calibration_panels)."""
