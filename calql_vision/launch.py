@@ -247,8 +247,10 @@ def resume_launch(run: RunDir, overrides: list[str]) -> Launch:
     lock = run.lock(announce=False)
     try:
         point = find_resume_point(run, load_checkpoint)
+        if point is None and run.has_any_checkpoint():  # there are checkpoints, none usable: keep them
+            raise ConfigError(f"resume={run.root}: no usable checkpoint in {run.checkpoints}")
         if point is None:
-            raise ConfigError(f"resume={run.root}: no checkpoint to resume from in {run.checkpoints}")
+            return _start_over(saved, cfg, run, lock)
         check_resume_changes(saved, cfg, point.checkpoint, run)
         if point.skipped:
             print(f"note: resuming from {point.path} ({'; '.join(point.skipped)})")
@@ -261,6 +263,19 @@ def resume_launch(run: RunDir, overrides: list[str]) -> Launch:
             run.lock_file.unlink(missing_ok=True)
         raise
     return Launch(cfg, run, lock, checkpoint=point.checkpoint, created=False)
+
+
+def _start_over(saved, cfg, run: RunDir, lock: RunLock) -> Launch:
+    """A run stopped before its first checkpoint trained nothing that could be kept: it starts
+    again from its saved settings in its own directory (what it had written goes first)."""
+    check_resume_changes(saved, cfg, {"counters": {"step": 0, "switched": False}}, run)
+    init_state = init_from_checkpoint(cfg) if cfg.init_from is not None else None
+    for stale in run.trainer_temporaries():
+        stale.unlink(missing_ok=True)
+    run.clear_training_outputs()
+    lock.announce()
+    print(f"note: {run.root} stopped before its first checkpoint; it starts again from its saved settings")
+    return Launch(cfg, run, lock, init_state=init_state, created=False)
 
 
 def control_launch(source_dir: str, overrides: list[str]) -> Launch:

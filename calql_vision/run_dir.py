@@ -95,6 +95,21 @@ class RunDir:
                 found.append((int(step), path))
         return sorted(found, reverse=True)
 
+    def has_any_checkpoint(self) -> bool:
+        """Whether any checkpoint file exists, readable or not."""
+        return self.checkpoints.is_dir() and any(self.checkpoints.glob("*.pt"))
+
+    def clear_training_outputs(self) -> None:
+        """What a run wrote before its first checkpoint (rows, events, videos, snapshots,
+        replays): a run that starts over in its directory begins from nothing."""
+        import shutil
+
+        self.metrics.unlink(missing_ok=True)
+        for folder in (self.tensorboard, self.root / "videos", self.calibration_dir):
+            shutil.rmtree(folder, ignore_errors=True)
+        for replay in self.replays():
+            replay.unlink(missing_ok=True)
+
     def trainer_temporaries(self) -> list[Path]:
         """Temporary files a killed trainer can leave (see atomic_file) in the folders only the
         trainer writes; eval/ is left alone, an evaluation may be running there."""

@@ -8,6 +8,7 @@ import importlib.util
 import multiprocessing
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -404,12 +405,32 @@ def test_an_unreadable_dataset_is_one_error_line_and_leaves_no_run(content, lift
 
 
 @pytest.mark.slow
+def test_a_run_stopped_before_its_first_checkpoint_starts_over_and_trains_as_it_would_have(short_run, tmp_path):
+    run_dir = copy_run(short_run, tmp_path)
+    # What a kill before the first checkpoint leaves: settings and some rows, no checkpoint.
+    shutil.rmtree(run_dir / "checkpoints")
+    for replay in run_dir.glob("online_replay_*.npz"):
+        replay.unlink()
+    result = run_train([f"resume={run_dir}"])
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "starts again from its saved settings" in result.stdout
+    timing = {"updates_per_s", "env_steps_per_s"}
+
+    def rows(path: Path) -> list[dict]:
+        with open(path / "metrics.csv", newline="") as f:
+            return [{k: v for k, v in row.items() if k not in timing} for row in csv.DictReader(f)]
+
+    assert rows(run_dir) == rows(short_run)  # the same run, row for row: nothing doubled, nothing lost
+    assert (run_dir / "checkpoints" / "latest.pt").is_file()
+
+
+@pytest.mark.slow
 def test_a_damaged_checkpoint_or_replay_is_one_error_line(short_run, tmp_path):
     run_dir = copy_run(short_run, tmp_path)
     for path in (run_dir / "checkpoints").glob("*.pt"):
         path.write_bytes(b"not a checkpoint")
     result = run_train([f"resume={run_dir}", "online_env_steps=30"])
-    assert result.returncode == 2 and "no checkpoint to resume from" in last_line(result.stderr)
+    assert result.returncode == 2 and "no usable checkpoint" in last_line(result.stderr)
     evaluate = subprocess.run([sys.executable, "-m", "calql_vision.evaluate", f"run={run_dir}", "video=false"],
                               cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert evaluate.returncode == 2 and last_line(evaluate.stderr).startswith("error: cannot read checkpoint")
