@@ -6,9 +6,7 @@
 """
 from __future__ import annotations
 
-import ctypes
 import json
-import os
 import re
 import shutil
 import signal
@@ -26,6 +24,7 @@ from calql_vision.atomic_file import atomic_file
 from calql_vision.config import ConfigError, TrainConfig, load_config
 from calql_vision.config_fields import AT_LEAST_1, UNIT, OneOf, Range, doc
 from calql_vision.control import CONTROL_SUFFIX
+from calql_vision.launchers import make_launcher
 from calql_vision.run_dir import RunDir
 from calql_vision.startup import ready
 
@@ -43,6 +42,9 @@ algo.critic_layer_norm, algo.actor_layer_norm, algo.hidden_dims), or compare sto
 starting and says what to set; pretrain_from.<algo>=null lets it pretrain itself.
 control=true (the default) also runs, for every run that pretrains itself, its offline
 continuation control (train control_of=<run>) once the run ends, as <algo>-control-seed<k>.
+
+launcher=slurm submits each run as a Slurm job through submitit instead (docs/evaluation.md,
+On a Slurm cluster); a preempted job resumes its run when resubmitted.
 
 A second call with the same `out` skips finished runs, resumes runs that were stopped or
 killed (from their newest checkpoint) and retries failed ones. A failing run is reported in
@@ -79,6 +81,18 @@ class CompareConfig:
         "the same switch checkpoint trained on offline for as many updates as the online phase makes, evaluated at "
         "the same updates; the summary sets every result beside it"
     )
+    launcher: str = doc(
+        "local", "local: trainers as processes here | slurm: each as a Slurm job through submitit (the study "
+        "directory on a filesystem every node shares)", valid=OneOf(("local", "slurm")),
+    )
+    slurm_cluster: str = doc(
+        "auto", "launcher=slurm: auto (Slurm where sbatch exists, else an error) | slurm | local (submitit's local "
+        "executor: the same jobs on this machine)", valid=OneOf(("auto", "slurm", "local")),
+    )
+    slurm_partition: Optional[str] = doc(None, "launcher=slurm: partition (null = the cluster's default)")
+    slurm_time_min: int = doc(24 * 60, "launcher=slurm: time limit per job in minutes; a job that reaches it is "
+                                       "checkpointed and resubmitted as a resume", valid=AT_LEAST_1)
+    slurm_gpus: int = doc(0, "launcher=slurm: GPUs per job", valid=Range(0))
 
 
 @dataclass
@@ -271,43 +285,21 @@ def wandb_labels(job: Job, study: Study, overrides: list[str]) -> list[str]:
     return labels
 
 
-PR_SET_PDEATHSIG = 1
-
-
-def _stop_with_compare_hook():
-    """The preexec_fn of each trainer: SIGTERM when compare dies, however it dies (kill -9
-    included), so no trainer runs on unattended; it stops at a safe point with a checkpoint
-    and the next compare resumes it. Linux's PR_SET_PDEATHSIG; None (nothing) elsewhere.
-    prctl is looked up here, in compare: the forked child only calls it."""
-    try:
-        prctl = ctypes.CDLL(None, use_errno=True).prctl
-    except (OSError, AttributeError):
-        return None
-    compare_pid = os.getpid()
-
-    def hook() -> None:
-        prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-        if os.getppid() != compare_pid:  # compare died before the line above took effect
-            os.kill(os.getpid(), signal.SIGTERM)
-
-    return hook
-
-
 def _live_elsewhere(job: Job, study: Study) -> bool:
     """A trainer not started by this compare holds one of the job's runs: one of an earlier
     compare, still stopping, or a train started by hand."""
     return any(RunDir(run).busy() for run in study.run_dirs(job))
 
 
-def run_grid(jobs: list[Job], study: Study, parallel: int, threads: int) -> dict[str, str]:
-    """Run every unfinished job; returns {job name: done | failed (why) | skipped (why)}.
-    Trainers run in sessions of their own, so a terminal's Ctrl-C reaches compare alone, which
-    passes one stop to each (a second one would stop them without a checkpoint)."""
+def run_grid(jobs: list[Job], study: Study, parallel: int, threads: int, launcher) -> dict[str, str]:
+    """Run every unfinished job through `launcher` (calql_vision/launchers.py); returns
+    {job name: done | failed (why) | skipped (why)}. Local trainers run in sessions of their
+    own, so a terminal's Ctrl-C reaches compare alone, which passes one stop to each (a second
+    one would stop them without a checkpoint); Slurm jobs are left to the scheduler."""
     outcome = {job.name: "done (earlier)" for job in jobs if study.is_done(job)}
     waiting = [job for job in jobs if job.name not in outcome]
     running: list[Job] = []
     told: set[str] = set()
-    stop_with_compare = _stop_with_compare_hook()
     total = len(waiting)
     if total:
         print(f"{len(outcome)} of {len(jobs)} runs finished earlier; running {total} ({parallel} at once)")
@@ -335,12 +327,11 @@ def run_grid(jobs: list[Job], study: Study, parallel: int, threads: int) -> dict
                 for stale in study.run_dirs(job):  # begun but never checkpointed: nothing to resume
                     if stale != keep:
                         shutil.rmtree(stale)
-                study.log_path(job).parent.mkdir(parents=True, exist_ok=True)
-                log = open(study.log_path(job), "a")
-                job.log_start = log.tell()  # a retry appends: its reason is read from here on
-                job.process = subprocess.Popen(command(job, study, threads), stdout=log, stderr=subprocess.STDOUT,
-                                               start_new_session=True, preexec_fn=stop_with_compare)
-                log.close()
+                log = study.log_path(job)
+                log.parent.mkdir(parents=True, exist_ok=True)
+                job.log_start = log.stat().st_size if log.exists() else 0  # a retry appends: its reason is read from here on
+                job.process = launcher.start(command(job, study, threads), log, job.name,
+                                             study.runs_root(job.seed) / study.task / job.folder)
                 job.started = time.time()
                 running.append(job)
                 print(f"started {job.name} (log {study.log_path(job)})", flush=True)
@@ -359,6 +350,10 @@ def run_grid(jobs: list[Job], study: Study, parallel: int, threads: int) -> dict
                 finished = sum(1 for j in jobs if j.name in outcome)
                 print(f"[{finished}/{len(jobs)}] {job.name}: {outcome[job.name]} after {minutes:.1f} min", flush=True)
     except KeyboardInterrupt:
+        if not launcher.stops_runs_on_interrupt:
+            print(f"compare: {len(running)} submitted job(s) keep running under the scheduler; the same command "
+                  "waits for them and collects their runs", file=sys.stderr, flush=True)
+            raise
         # Each run stops at a safe point with a checkpoint; wait for them, so the next call
         # resumes them. A further stop must not end compare meanwhile: its trainers would then
         # get their second signal (PR_SET_PDEATHSIG) and stop without the checkpoint.
@@ -509,10 +504,11 @@ def main(argv: list[str] | None = None) -> int:
         own, shared, per_algo = split_arguments(argv)
         cfg = load_config(CompareConfig, own, "calql_vision.compare", DESCRIPTION)
         jobs = plan(cfg, shared, per_algo)
+        study = Study(Path(cfg.out or f"studies/{cfg.task}"), cfg.task)
+        launcher = make_launcher(cfg, study.root / "slurm")
     except ConfigError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    study = Study(Path(cfg.out or f"studies/{cfg.task}"), cfg.task)
     study.root.mkdir(parents=True, exist_ok=True)
     with atomic_file(study.root / "study.yaml") as handle:
         handle.write(OmegaConf.to_yaml({"compare": OmegaConf.to_container(cfg), "every_run": shared,
@@ -525,7 +521,7 @@ def main(argv: list[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, stop_on_sigterm)
     try:
-        outcome = run_grid(jobs, study, cfg.jobs, cfg.threads)
+        outcome = run_grid(jobs, study, cfg.jobs, cfg.threads, launcher)
     except KeyboardInterrupt:
         print(f"stopped: the runs saved checkpoints; the same command continues them (out={study.root})",
               file=sys.stderr)

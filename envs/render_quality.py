@@ -2,7 +2,7 @@
 
 On a software renderer (Mesa's EGL without a GPU) MuJoCo's 4x offscreen multisampling and
 the table's reflections cost most of a frame; turning both off made an 84 px frame about
-4x faster and a whole environment step about 2.5x faster (README, Performance). The frames
+4x faster and a whole environment step about 2.5x faster (docs/performance.md). The frames
 change slightly (edges lose antialiasing, surfaces lose reflections), so a dataset rendered
 one way and an environment rendered the other show a policy slightly different pixels.
 Shadows are left as they are: robosuite's arenas declare their lights `castshadow="false"`,
@@ -74,7 +74,7 @@ def mismatch_warning(dataset: str, recorded: str, quality: str) -> str | None:
     return (
         f"warning: {dataset} was rendered with render_quality={recorded} ({WHAT_EACH_RENDERS[recorded]}) "
         f"but task.render_quality={quality} ({WHAT_EACH_RENDERS[quality]}); the policy trains on one kind "
-        f"of frame and acts on the other (see README, Render quality); task.render_quality=auto follows the dataset"
+        f"of frame and acts on the other (see docs/performance.md, Render quality); task.render_quality=auto follows the dataset"
     )
 
 

@@ -20,6 +20,11 @@ def configure_headless_rendering() -> None:
     os.environ.setdefault("MUJOCO_GL", "egl")
     if os.environ["MUJOCO_GL"] == "egl":
         os.environ.setdefault("PYOPENGL_PLATFORM", "egl")
+        if os.environ.get("CUDA_VISIBLE_DEVICES") == "" and "MUJOCO_EGL_DEVICE_ID" not in os.environ:
+            # A job given no GPU (Slurm, submitit) has CUDA_VISIBLE_DEVICES set but empty, which
+            # robosuite's EGL set-up parses as a device list and fails on; EGL's first device
+            # is what it picks when the variable is unset.
+            os.environ["MUJOCO_EGL_DEVICE_ID"] = "0"
         if ctypes.util.find_library("EGL") is None:
             raise MissingGLError(
                 "Headless rendering needs EGL, and libEGL was not found. Install the GL "

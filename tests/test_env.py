@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -141,3 +142,17 @@ def test_missing_gl_libraries_name_the_packages(monkeypatch):
     monkeypatch.setattr(ctypes.util, "find_library", lambda name: None)
     with pytest.raises(MissingGLError, match="libegl1 libegl-mesa0 libgl1"):
         configure_headless_rendering()
+
+
+@pytest.mark.slow
+def test_a_job_given_no_gpu_still_renders(tmp_path):
+    """Slurm and submitit set CUDA_VISIBLE_DEVICES to "" for a job without GPUs."""
+    script = ("from envs import make_env\nfrom conftest import task_config\n"
+              "env = make_env(task_config('lift_state', horizon=5), seed=0)\nenv.reset(seed=0)\n"
+              "frame = env.render('agentview', 32)\nprint(frame.shape, int(frame.std() > 0))\n")
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "PYTHONPATH": f"{ROOT}:{ROOT / 'tests'}"}
+    env.pop("MUJOCO_EGL_DEVICE_ID", None)
+    result = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=300,
+                            env=env)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip().splitlines()[-1] == "(32, 32, 3) 1"
