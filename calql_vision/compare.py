@@ -43,8 +43,9 @@ starting and says what to set; pretrain_from.<algo>=null lets it pretrain itself
 control=true (the default) also runs, for every run that pretrains itself, its offline
 continuation control (train control_of=<run>) once the run ends, as <algo>-control-seed<k>.
 
-launcher=slurm submits each run as a Slurm job through submitit instead (docs/evaluation.md,
-On a Slurm cluster); a preempted job resumes its run when resubmitted.
+launcher=ray runs each as a task of an existing Ray cluster, launcher=slurm as a Slurm job
+through submitit (docs/evaluation.md, On a cluster: Ray or Slurm); a preempted Slurm job resumes its run
+when resubmitted.
 
 A second call with the same `out` skips finished runs, resumes runs that were stopped or
 killed (from their newest checkpoint) and retries failed ones. A failing run is reported in
@@ -82,9 +83,13 @@ class CompareConfig:
         "the same updates; the summary sets every result beside it"
     )
     launcher: str = doc(
-        "local", "local: trainers as processes here | slurm: each as a Slurm job through submitit (the study "
-        "directory on a filesystem every node shares)", valid=OneOf(("local", "slurm")),
+        "local", "local: trainers as processes here | ray: each as a task of a Ray cluster | slurm: each as a Slurm "
+        "job through submitit (ray and slurm: the study directory on a filesystem every node shares)",
+        valid=OneOf(("local", "ray", "slurm")),
     )
+    ray_address: str = doc("auto", "launcher=ray: the cluster to join (auto: the one `ray start` made here; or "
+                                   "<host>:<port>)")
+    ray_gpus: float = doc(0.0, "launcher=ray: GPUs each run declares (fractions share a GPU)", valid=Range(0))
     slurm_cluster: str = doc(
         "auto", "launcher=slurm: auto (Slurm where sbatch exists, else an error) | slurm | local (submitit's local "
         "executor: the same jobs on this machine)", valid=OneOf(("auto", "slurm", "local")),

@@ -1,8 +1,9 @@
-"""Where `compare` runs its trainers: here, as processes (`launcher=local`), or as Slurm jobs
-through submitit (`launcher=slurm`). Either way a trainer is the same `python -m
-calql_vision.train ...` command writing into the study directory, so skipping, resuming and
-retrying runs, the failure report and summary.md are the same; a Slurm grid assumes the study
-directory is on a filesystem every node shares (as cluster home and scratch directories are).
+"""Where `compare` runs its trainers: here, as processes (`launcher=local`), as tasks of a Ray
+cluster (`launcher=ray`), or as Slurm jobs through submitit (`launcher=slurm`). Either way a
+trainer is the same `python -m calql_vision.train ...` command writing into the study
+directory, so skipping, resuming and retrying runs, the failure report and summary.md are the
+same; a grid beyond this machine assumes the study directory is on a filesystem every node
+shares (as cluster home and scratch directories are).
 
 A launcher's `start` returns a handle with the part of subprocess.Popen's interface compare
 uses: poll(), returncode, send_signal(), wait().
@@ -14,6 +15,7 @@ import importlib.util
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -152,10 +154,87 @@ class SlurmLauncher:
         return SubmititHandle(self.executor.submit(TrainerCommand(command, str(log), str(runs_folder))))
 
 
+# ---------------------------------------------------------------------- Ray
+def run_trainer(command: list[str], log: str, cwd: str) -> int:
+    """A Ray task's body: the trainer as a child process in compare's working directory (the
+    study's relative paths hold there), its output appended to the log. A cancelled task
+    (compare's Ctrl-C) passes the stop on and waits for its checkpoint."""
+    with open(log, "a") as handle:
+        child = subprocess.Popen(command, stdout=handle, stderr=subprocess.STDOUT, cwd=cwd)
+    try:
+        return child.wait()
+    except KeyboardInterrupt:  # how Ray cancels a running task
+        child.send_signal(signal.SIGINT)
+        return child.wait()
+
+
+class RayHandle:
+    """A submitted Ray task seen as a process."""
+
+    def __init__(self, ray, ref) -> None:
+        self.ray, self.ref = ray, ref
+        self.returncode: Optional[int] = None
+
+    def poll(self) -> Optional[int]:
+        if self.returncode is None:
+            ready, _ = self.ray.wait([self.ref], timeout=0)
+            if ready:
+                try:
+                    self.returncode = int(self.ray.get(self.ref))
+                except Exception:  # the task or its node failed, or it was cancelled before it ran
+                    self.returncode = 1
+        return self.returncode
+
+    def send_signal(self, signum: int) -> None:
+        self.ray.cancel(self.ref)
+
+    def wait(self) -> Optional[int]:
+        while self.poll() is None:
+            self.ray.wait([self.ref], timeout=1.0)
+        return self.returncode
+
+
+class RayLauncher:
+    """Each trainer as one task on an existing Ray cluster, declaring `threads` CPUs and
+    `ray_gpus` GPUs, so the cluster places as many at once as its nodes hold."""
+
+    name = "ray"
+    stops_runs_on_interrupt = True
+
+    def __init__(self, cfg: Any) -> None:
+        import ray
+
+        self.ray = ray
+        if cfg.ray_address != "auto":  # Ray itself retries an address for minutes before it gives up
+            host, _, port = cfg.ray_address.rpartition(":")
+            try:
+                socket.create_connection((host, int(port)), timeout=10).close()
+            except (OSError, ValueError) as error:
+                raise ConnectionError(f"no Ray cluster answers there ({error})") from None
+        # The workers import this module to run run_trainer: the project root goes on their path.
+        root = str(Path(__file__).resolve().parents[1])
+        ray.init(address=cfg.ray_address, logging_level="ERROR", log_to_driver=False,
+                 runtime_env={"env_vars": {"PYTHONPATH": root}})
+        self.remote = ray.remote(run_trainer).options(num_cpus=int(cfg.threads), num_gpus=float(cfg.ray_gpus),
+                                                      max_retries=0)
+
+    def start(self, command: list[str], log: Path, job_name: str, runs_folder: Path) -> RayHandle:
+        return RayHandle(self.ray, self.remote.remote(command, str(log.resolve()), os.getcwd()))
+
+
 def make_launcher(cfg: Any, slurm_folder: Path):
     """The launcher compare's settings ask for; ConfigError (one line) when it cannot be had."""
     if cfg.launcher == "local":
         return LocalLauncher()
+    if cfg.launcher == "ray":
+        if importlib.util.find_spec("ray") is None:
+            raise ConfigError("launcher=ray needs the ray package, which is not installed: "
+                              "pip install ray (requirements-test.txt pins the version the tests use)")
+        try:
+            return RayLauncher(cfg)
+        except (ConnectionError, RuntimeError) as error:  # no cluster at ray_address
+            raise ConfigError(f"launcher=ray ray_address={cfg.ray_address}: "
+                              f"{' '.join(str(error).split())[:200]}") from None
     if importlib.util.find_spec("submitit") is None:
         raise ConfigError("launcher=slurm needs the submitit package, which is not installed: "
                           "pip install submitit (requirements-test.txt pins the version the tests use)")

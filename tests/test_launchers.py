@@ -91,3 +91,43 @@ def test_slurm_without_slurm_is_one_line_and_makes_no_study(tmp_path):
     assert result.returncode == 2 and result.stderr.strip().count("\n") == 0, result.stderr
     assert "no Slurm here" in result.stderr and "slurm_cluster=local" in result.stderr
     assert not (tmp_path / "study").exists()
+
+
+@pytest.fixture()
+def ray_cluster(tmp_path):
+    """A one-node Ray cluster on 127.0.0.1, started as a user would (`ray start --head`)."""
+    pytest.importorskip("ray")
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    ray = str(Path(sys.executable).parent / "ray")
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "PYTHONPATH": str(ROOT)}
+    started = subprocess.run([ray, "start", "--head", "--node-ip-address=127.0.0.1", f"--port={port}",
+                              "--num-cpus=2", "--include-dashboard=false", "--disable-usage-stats"],
+                             cwd=ROOT, capture_output=True, text=True, timeout=300, env=env)
+    assert started.returncode == 0, started.stderr[-2000:]
+    try:
+        yield f"127.0.0.1:{port}"
+    finally:
+        subprocess.run([ray, "stop", "--force"], capture_output=True, timeout=300, env=env)
+
+
+@pytest.mark.slow
+def test_a_grid_on_a_ray_cluster_writes_the_summary_a_local_grid_writes(lift_state_demos, tmp_path, ray_cluster):
+    grid = [*TINY_STATE_ARGS, "calql:algo.cql_n_actions=2", "algos=[calql,iql]", "seeds=[0]", "control=false",
+            f"dataset={lift_state_demos}", "offline_steps=8", "online_env_steps=8", "jobs=2"]
+    local = run_compare([*grid, f"out={tmp_path / 'local'}"])
+    assert local.returncode == 0, local.stdout[-2000:] + local.stderr[-2000:]
+    on_ray = run_compare([*grid, f"out={tmp_path / 'ray'}", "launcher=ray", f"ray_address={ray_cluster}"])
+    assert on_ray.returncode == 0, on_ray.stdout[-2000:] + on_ray.stderr[-2000:]
+    assert table(tmp_path / "ray") == table(tmp_path / "local")
+
+
+def test_ray_without_a_cluster_is_one_line_and_makes_no_study(tmp_path):
+    pytest.importorskip("ray")
+    result = run_compare(["task=lift_state", "algos=[iql]", "seeds=[0]", "launcher=ray", "ray_address=127.0.0.1:9",
+                          f"out={tmp_path / 'study'}"])
+    assert result.returncode == 2 and "launcher=ray ray_address=127.0.0.1:9" in result.stderr, result.stderr
+    assert not (tmp_path / "study").exists()
