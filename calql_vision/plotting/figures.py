@@ -174,7 +174,7 @@ def plot_success(runs: Sequence[Run], out: Path, band: str = "range") -> list[st
     handles, labels = ax.get_legend_handles_labels()
     # Below the axes: with the stochastic and training lines there is no empty corner to hold it.
     fig.legend(handles, labels, loc="outside lower center", ncol=min(len(labels), 3), fontsize=9, framealpha=0.9)
-    fig.savefig(out, dpi=120)
+    fig.savefig(out, dpi=120, bbox_inches="tight")  # long labels (controls, stochastic) would be cut off
     plt.close(fig)
     return labels
 
