@@ -1,7 +1,7 @@
 """Monte-Carlo reward-to-go for Cal-QL's calibration bound.
 
 One function serves offline demonstrations and online episodes, so both phases bound the
-critic with the same numbers. Rules (see the README's data section):
+critic with the same numbers. Rules (see docs/data.md):
 
 * rewards are transformed first: r' = scale * r + bias;
 * a segment ends at a terminal (done = 1) or at the end of the trajectory (a time limit,

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Every algorithm on lift_visual at a CPU scale, one seed, the same settings for all (README,
+# Every algorithm on lift_visual at a CPU scale, one seed, the same settings for all (docs/results.md,
 # "Every algorithm on lift_visual"). Two queues at once, one torch thread each:
 #   ./run.sh bash scripts/lift_baselines.sh [runs_root]
 # Shared: the 100-episode noise-0.3 demo set at 64 px, batch 128, the default encoder, the
