@@ -391,6 +391,21 @@ def _known_keys_only(saved: dict, schema: dict, prefix: str = "") -> tuple[dict,
     return kept, dropped
 
 
+def upgrade_saved_settings(saved: dict) -> dict:
+    """An older run's settings (a config.yaml, or the config inside a checkpoint) in today's
+    keys, in place, with the values that run actually used where a setting came later."""
+    for key in ("utd", "mixing_ratio"):  # top-level keys before they became algorithm settings
+        if key in saved:
+            saved.setdefault("algo", {}).setdefault(key, saved.pop(key))
+    if isinstance(saved.get("task"), dict):
+        # Runs from before the setting rendered with robosuite's own renderer.
+        saved["task"].setdefault("render_quality", "full")
+    if isinstance(saved.get("encoder"), dict):
+        # Runs from before the setting read the raw state.
+        saved["encoder"].setdefault("normalize_state", False)
+    return saved
+
+
 def load_run_config(run_dir: str | os.PathLike) -> DictConfig:
     """A run's config.yaml on top of the current TrainConfig defaults: keys added to the
     schema since the run get their defaults, keys it no longer has are ignored (with a note)."""
@@ -407,15 +422,7 @@ def load_run_config(run_dir: str | os.PathLike) -> DictConfig:
             schema = use_algo_schema(schema, str((saved.get("algo") or {}).get("name", "calql")))
         except ConfigError as error:
             raise ConfigError(f"{path}: {error}") from None
-        for key in ("utd", "mixing_ratio"):  # top-level keys before they became algorithm settings
-            if key in saved:
-                saved.setdefault("algo", {}).setdefault(key, saved.pop(key))
-        if isinstance(saved.get("task"), dict):
-            # Runs from before the setting rendered with robosuite's own renderer.
-            saved["task"].setdefault("render_quality", "full")
-        if isinstance(saved.get("encoder"), dict):
-            # Runs from before the setting read the raw state.
-            saved["encoder"].setdefault("normalize_state", False)
+        upgrade_saved_settings(saved)
         kept, dropped = _known_keys_only(saved, OmegaConf.to_container(schema))
         config = OmegaConf.merge(schema, kept)
     except (OmegaConfBaseException, yaml.YAMLError, AttributeError, TypeError) as error:

@@ -6,6 +6,7 @@ it was. The training loop itself is calql_vision/train.py's Trainer."""
 from __future__ import annotations
 
 import contextlib
+import copy
 import shutil
 import textwrap
 from dataclasses import dataclass
@@ -17,7 +18,8 @@ from omegaconf import OmegaConf
 
 from calql_vision.algo_configs import ALGO_SCHEMAS
 from calql_vision.atomic_file import atomic_file
-from calql_vision.config import LOGGING_SETTINGS, ConfigError, TrainConfig, load_config, load_run_config
+from calql_vision.config import (LOGGING_SETTINGS, ConfigError, TrainConfig, load_config, load_run_config,
+                                 upgrade_saved_settings)
 from calql_vision.control import CONTROL_SUFFIX, online_updates
 from calql_vision.run_dir import RunDir, RunLock, find_resume_point
 from calql_vision.training_data import resolve_task_render_quality
@@ -152,9 +154,7 @@ def init_from_checkpoint(cfg) -> dict:
         checkpoint = load_checkpoint(path)
     except ValueError as error:
         raise ConfigError(f"init_from={source}: {error}") from None
-    saved = OmegaConf.create(checkpoint.get("config") or {})
-    if OmegaConf.select(saved, "encoder") is not None and OmegaConf.select(saved, "encoder.normalize_state") is None:
-        saved.encoder.normalize_state = False  # saved before the setting: that run read the raw state
+    saved = OmegaConf.create(upgrade_saved_settings(copy.deepcopy(checkpoint.get("config") or {})))
     source_algo = str(OmegaConf.select(saved, "algo.name", default="?"))
     if source_algo not in ALGO_SCHEMAS or not can_init_from(cfg.algo.name, source_algo):
         compatible = sorted(a for a in ALGO_SCHEMAS if can_init_from(cfg.algo.name, a))
@@ -249,33 +249,26 @@ def resume_launch(run: RunDir, overrides: list[str]) -> Launch:
         point = find_resume_point(run, load_checkpoint)
         if point is None and run.has_any_checkpoint():  # there are checkpoints, none usable: keep them
             raise ConfigError(f"resume={run.root}: no usable checkpoint in {run.checkpoints}")
-        if point is None:
-            return _start_over(saved, cfg, run, lock)
-        check_resume_changes(saved, cfg, point.checkpoint, run)
-        if point.skipped:
+        # No checkpoint at all: the run stopped before its first one and trained nothing that
+        # could be kept, so it starts again from its saved settings in its own directory.
+        checkpoint = point.checkpoint if point is not None else {"counters": {"step": 0, "switched": False}}
+        check_resume_changes(saved, cfg, checkpoint, run)
+        init_state = init_from_checkpoint(cfg) if point is None and cfg.init_from is not None else None
+        if point is not None and point.skipped:
             print(f"note: resuming from {point.path} ({'; '.join(point.skipped)})")
         for stale in run.trainer_temporaries():  # left by a killed writer; ours, we hold the lock
             stale.unlink(missing_ok=True)
+        if point is None:
+            run.clear_training_outputs()  # what it had written goes first
+            print(f"note: {run.root} stopped before its first checkpoint; it starts again from its saved settings")
         lock.announce()  # accepted: from here the run is this process's
     except BaseException:
         lock.release()
         if not had_lock_file:  # a refused resume leaves the directory as it found it
             run.lock_file.unlink(missing_ok=True)
         raise
-    return Launch(cfg, run, lock, checkpoint=point.checkpoint, created=False)
-
-
-def _start_over(saved, cfg, run: RunDir, lock: RunLock) -> Launch:
-    """A run stopped before its first checkpoint trained nothing that could be kept: it starts
-    again from its saved settings in its own directory (what it had written goes first)."""
-    check_resume_changes(saved, cfg, {"counters": {"step": 0, "switched": False}}, run)
-    init_state = init_from_checkpoint(cfg) if cfg.init_from is not None else None
-    for stale in run.trainer_temporaries():
-        stale.unlink(missing_ok=True)
-    run.clear_training_outputs()
-    lock.announce()
-    print(f"note: {run.root} stopped before its first checkpoint; it starts again from its saved settings")
-    return Launch(cfg, run, lock, init_state=init_state, created=False)
+    return Launch(cfg, run, lock, checkpoint=point.checkpoint if point is not None else None, init_state=init_state,
+                  created=False)
 
 
 def control_launch(source_dir: str, overrides: list[str]) -> Launch:

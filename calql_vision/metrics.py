@@ -83,10 +83,10 @@ class MetricsLogger:
         if self._wandb is not None:
             self._wandb.video(step, path)
 
-    def calibration(self, path: Path) -> None:
-        """A calibration snapshot just written."""
+    def calibration(self, snapshot: dict[str, Any]) -> None:
+        """A calibration snapshot just written (the arrays of calibration/step_<n>.npz)."""
         if self._wandb is not None:
-            self._wandb.calibration(path)
+            self._wandb.calibration(snapshot)
 
     def close(self) -> None:
         self._file.close()

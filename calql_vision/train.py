@@ -514,7 +514,7 @@ class Trainer:
             arrays[f"q_{name}"], arrays[f"g_{name}"] = q_and_return(self.agent, replay, rng, self.device)
         step = self.counters["step"]
         save_calibration(self.run_dir.calibration(step), phase, step, self.counters["env_step"], **arrays)
-        self.logger.calibration(self.run_dir.calibration(step))
+        self.logger.calibration({"phase": phase, "step": step, "env_step": self.counters["env_step"], **arrays})
 
     def save_checkpoint(self, periodic: bool = False) -> None:
         """latest.pt, and step_<n>.pt for the periodic ones. A stop's checkpoint (not periodic)

@@ -100,17 +100,14 @@ class WandbRun:
     def video(self, step: int, path: Path) -> None:
         self.run.log({"eval/video": self._wandb.Video(str(path), format="mp4"), "step": step})
 
-    def calibration(self, path: Path) -> None:
-        """The snapshot just written, as the Q-against-G figure `plot` draws."""
-        import numpy as np
-
+    def calibration(self, snapshot: dict[str, Any]) -> None:
+        """A snapshot (phase, step, env_step and the Q and G arrays of calibration/step_<n>.npz)
+        as the Q-against-G figure `plot` draws."""
         from calql_vision.plotting.figures import calibration_snapshot_figure
 
-        with np.load(path) as snapshot:
-            arrays = {key: snapshot[key] for key in snapshot.files}
-        figure = calibration_snapshot_figure(arrays)
+        figure = calibration_snapshot_figure(snapshot)
         try:
-            self.run.log({f"calibration/{arrays['phase']}": self._wandb.Image(figure), "step": int(arrays["step"])})
+            self.run.log({f"calibration/{snapshot['phase']}": self._wandb.Image(figure), "step": int(snapshot["step"])})
         finally:
             import matplotlib.pyplot as plt
 
