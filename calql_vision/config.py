@@ -120,6 +120,7 @@ def _help_lines(schema: type, prefix: str = "", defaults: DictConfig | None = No
 DOCS_PAGES = {
     "calql_vision.train": "docs/training.md",
     "calql_vision.collect": "docs/data.md",
+    "calql_vision.export_lerobot": "docs/data.md",
     "calql_vision.evaluate": "docs/evaluation.md",
     "calql_vision.plot": "docs/evaluation.md",
     "calql_vision.compare": "docs/evaluation.md",
@@ -292,7 +293,9 @@ class TrainConfig:
     task: TaskConfig = field(default_factory=TaskConfig)
     algo: AlgoConfig = field(default_factory=CalQLConfig)
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
-    dataset: Optional[str] = doc(None, "robomimic-layout HDF5 to pretrain on; null = the task's scripted demos (collected once)")
+    dataset: Optional[str] = doc(
+        None, "robomimic-layout HDF5 file or LeRobotDataset v3 directory to pretrain on; "
+        "null = the task's scripted demos (collected once)")
     allow_render_mismatch: bool = doc(
         False, "train although the dataset's frames were rendered with another task.render_quality (docs/performance.md, Render quality)"
     )

@@ -332,11 +332,13 @@ def new_launch(argv: list[str]) -> Launch:
     require_wandb(cfg.logger)
     if cfg.dataset is not None:
         # Checked before the run directory exists, so a typo or a broken file leaves nothing behind.
-        from datasets import read_mask_names
+        from datasets import DatasetFileNotFoundError, check_dataset_path, read_mask_names
 
-        if not Path(cfg.dataset).is_file():
-            raise ConfigError(f"dataset={cfg.dataset}: no such file")
-        read_mask_names(cfg.dataset)  # DatasetError for a file that is not readable HDF5
+        try:
+            check_dataset_path(cfg.dataset)
+        except DatasetFileNotFoundError as error:
+            raise ConfigError(f"dataset={error}") from None
+        read_mask_names(cfg.dataset)  # DatasetError for a file that is not readable HDF5 or LeRobot v3
     resolve_task_render_quality(cfg)
     init_state = init_from_checkpoint(cfg) if cfg.init_from is not None else None
     with new_run_directory(cfg.runs_root, cfg.task.name, cfg.algo.name) as run:

@@ -15,7 +15,7 @@ import torch
 
 from calql_vision.atomic_file import atomic_file
 from datasets.reward_to_go import reward_to_go, transform_rewards
-from datasets.robomimic_hdf5 import TransitionDataset
+from datasets.transitions import TransitionDataset
 
 Device = str | torch.device
 # Per-transition float32 columns beside actions; all (T_cap,).

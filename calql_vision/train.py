@@ -88,7 +88,7 @@ class Trainer:
         from calql_vision.evaluation import evaluation_seed
         from calql_vision.metrics import MetricsLogger
         from calql_vision.replay import FrameReplay
-        from datasets import load_robomimic_hdf5, read_mask_names
+        from datasets import load_transitions, read_mask_names
 
         cfg, run = self.cfg, self.run_dir
         self.dataset = self.offline_replay = self.heldout_replay = self.probe = None
@@ -97,7 +97,7 @@ class Trainer:
         if self.algorithm.uses_dataset:
             dataset_path = prepare_dataset(cfg)
             masks = read_mask_names(dataset_path)
-            self.dataset = load_robomimic_hdf5(
+            self.dataset = load_transitions(
                 dataset_path,
                 image_keys=list(self.envs.image_keys),
                 proprio_keys=list(cfg.task.proprio_keys),
@@ -227,11 +227,11 @@ class Trainer:
     def _load_heldout(self, dataset_path: Path, masks: dict[str, int] | None):
         """The dataset's `valid` demos, never trained on, for the calibration snapshots."""
         from calql_vision.replay import FrameReplay
-        from datasets import load_robomimic_hdf5
+        from datasets import load_transitions
 
         if (masks or {}).get("valid", 0) == 0 or self.cfg.filter_key == "valid":
             return None
-        heldout = load_robomimic_hdf5(
+        heldout = load_transitions(
             dataset_path, image_keys=list(self.envs.image_keys), proprio_keys=list(self.cfg.task.proprio_keys),
             gamma=self.cfg.algo.discount, reward_scale=self.cfg.reward_scale, reward_bias=self.cfg.reward_bias,
             filter_key="valid", show_progress=False,

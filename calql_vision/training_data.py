@@ -71,12 +71,16 @@ def warn_if_rendered_differently(path: Path, env) -> None:
 
 
 def prepare_dataset(cfg) -> Path:
-    """The configured HDF5, or the task's scripted demonstrations (collected once)."""
+    """The configured dataset (HDF5 file or LeRobot v3 directory), or the task's scripted
+    demonstrations (collected once)."""
     if cfg.dataset is not None:
-        path = Path(cfg.dataset)
-        if not path.is_file():
-            raise ConfigError(f"dataset={cfg.dataset}: no such file")
-        return path
+        from datasets import DatasetFileNotFoundError, check_dataset_path
+
+        try:
+            check_dataset_path(cfg.dataset)
+        except DatasetFileNotFoundError as error:
+            raise ConfigError(f"dataset={error}") from None
+        return Path(cfg.dataset)
     path = default_dataset_path(cfg.task)
     if not path.is_file():
         from calql_vision.collect import collect_demonstrations

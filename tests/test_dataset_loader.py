@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from datasets import DatasetError, DatasetFileNotFoundError, TransitionDataset, load_robomimic_hdf5, read_mask_names
-from datasets.robomimic_hdf5 import describe
+from datasets.transitions import describe
 
 IMAGE_KEYS = ("agentview_image", "robot0_eye_in_hand_image")
 PROPRIO_KEYS = ("robot0_eef_pos", "robot0_gripper_qpos")
