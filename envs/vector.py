@@ -36,6 +36,19 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 # and for a scripted episode of several hundred rendered steps.
 DEFAULT_TIMEOUT_S = 300.0
 TASK_KEYS = ("env_name", "robot", "cameras", "image_size", "horizon", "control_freq", "proprio_keys", "render_quality")
+# multiprocessing's resource tracker, a process of its own, frees the shared memory of a trainer
+# killed with SIGKILL, as it should, then warns of "leaked shared_memory objects" into the
+# user's terminal. It takes its warning filters from this process's -W options when it starts
+# (multiprocessing.util._args_from_interpreter_flags), so this one line silences that warning
+# there and nowhere else.
+QUIET_TRACKER = "ignore::UserWarning:multiprocessing.resource_tracker"
+
+
+def _quiet_resource_tracker() -> None:
+    """Before the first shared memory block starts the tracker: a killed trainer's workers and
+    tracker then end without a word (the memory is freed all the same)."""
+    if QUIET_TRACKER not in sys.warnoptions:
+        sys.warnoptions.append(QUIET_TRACKER)
 
 
 class EnvWorkerError(RuntimeError):
@@ -77,6 +90,7 @@ class _Worker:
         size = task["image_size"]
         self.image_shape = (3, size, size)
         # A task without cameras publishes no frames; a block cannot be empty, so it gets one byte.
+        _quiet_resource_tracker()
         self.memory = shared_memory.SharedMemory(create=True, size=max(1, 3 * size * size * len(task["cameras"])))
         self.connection, child = Pipe()
         environment = {**os.environ, **extra_env}
