@@ -261,19 +261,24 @@ class _Stats:
             values = np.concatenate(self.values[name])
             if spec["dtype"] == "image":
                 pick = np.linspace(0, len(values) - 1, min(IMAGE_STATS_FRAMES, len(values))).astype(int)
-                pixels = values[pick].reshape(-1, 3).astype(np.float64) / 255.0
-                shape = lambda v: [[[float(x)]] for x in v]  # noqa: E731  (C, 1, 1), LeRobot's layout
-                count = len(values)
+                stats[name] = _summary(values[pick].reshape(-1, 3) / 255.0, len(values), per_channel=True)
             else:
-                pixels = values.reshape(len(values), -1).astype(np.float64)
-                shape = lambda v: [float(x) for x in v]  # noqa: E731
-                count = len(values)
-            entry = {"min": shape(pixels.min(0)), "max": shape(pixels.max(0)), "mean": shape(pixels.mean(0)),
-                     "std": shape(pixels.std(0)), "count": [int(count)]}
-            for key, q in QUANTILES.items():
-                entry[key] = shape(np.quantile(pixels, q, axis=0))
-            stats[name] = entry
+                stats[name] = _summary(values.reshape(len(values), -1), len(values), per_channel=False)
         return stats
+
+
+def _summary(values: np.ndarray, count: int, per_channel: bool) -> dict:
+    """Column statistics of `values` (rows, columns); an image's per channel come out (C, 1, 1)."""
+    values = values.astype(np.float64)
+
+    def shaped(column_values: np.ndarray) -> list:
+        return [[[float(v)]] for v in column_values] if per_channel else [float(v) for v in column_values]
+
+    entry = {"min": shaped(values.min(0)), "max": shaped(values.max(0)), "mean": shaped(values.mean(0)),
+             "std": shaped(values.std(0)), "count": [int(count)]}
+    for key, q in QUANTILES.items():
+        entry[key] = shaped(np.quantile(values, q, axis=0))
+    return entry
 
 
 def _write_tasks(root: Path, task: str) -> None:
