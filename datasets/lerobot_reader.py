@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from tqdm.auto import tqdm
 
@@ -82,8 +83,11 @@ def load_lerobot(
     with tqdm(total=len(episodes), desc=f"checking {root.name}", unit="episode", disable=not show_progress) as bar:
         for file_key, rows in _episodes_by_data_file(episodes):  # each data file read once, frames later
             table = _read_table(root, DATA_PATH.format(chunk_index=file_key[0], file_index=file_key[1]), columns)
+            rows_of = _rows_by_episode(table)
             for episode in rows:
-                plan, frame_rows = _plan_episode(root, table, episode, proprio, image_keys, images, features)
+                frame_rows = rows_of.get(episode["episode_index"], np.zeros(0, dtype=np.int64))
+                plan = _plan_episode(root, table.take(pa.array(frame_rows)), episode, proprio, image_keys, images,
+                                     features)
                 bar.update(1)
                 if plan.num_transitions == 0:
                     continue
@@ -176,16 +180,22 @@ def _read_table(root: Path, relative: str, columns: list[str] | None) -> pa.Tabl
         raise DatasetError(f"{path}: not a readable parquet file ({error})") from None
 
 
-def _plan_episode(root: Path, table: pa.Table, episode: dict, proprio: dict[str, str], image_keys: Sequence[str],
-                  images: dict[str, str], features: dict) -> tuple[DemoPlan, np.ndarray]:
+def _rows_by_episode(table: pa.Table) -> dict[int, np.ndarray]:
+    """{episode_index: its rows in the data file, in frame order}, from one sort of the file."""
+    episodes = table.column("episode_index").to_numpy()
+    order = np.lexsort((table.column("frame_index").to_numpy(), episodes))
+    numbers, starts = np.unique(episodes[order], return_index=True)
+    return {int(number): rows for number, rows in zip(numbers, np.split(order, starts[1:]))}
+
+
+def _plan_episode(root: Path, episode_table: pa.Table, episode: dict, proprio: dict[str, str],
+                  image_keys: Sequence[str], images: dict[str, str], features: dict) -> DemoPlan:
+    """One episode's frames (episode_table: its rows, in frame order) as a DemoPlan."""
     index = episode["episode_index"]
     where = f"{root}, episode {index}"
-    rows = np.flatnonzero(table.column("episode_index").to_numpy() == index)
-    rows = rows[np.argsort(table.column("frame_index").to_numpy()[rows], kind="stable")]
-    n = len(rows)
+    n = episode_table.num_rows
     if n != episode["length"] or n == 0:
         raise DatasetError(f"{where}: {n} frame rows, meta/episodes says length {episode['length']}")
-    episode_table = table.take(pa.array(rows))
     actions = _numeric(episode_table, ACTION, where, n)
     if np.abs(actions).max() > 1.0 + ACTION_TOLERANCE:
         t = int(np.abs(actions).max(axis=1).argmax())
@@ -215,7 +225,7 @@ def _plan_episode(root: Path, table: pa.Table, episode: dict, proprio: dict[str,
         proprio_dims={key: parts[i].shape[1] for i, key in enumerate(proprio)},
         image_hw={key: tuple(features[images[key]]["shape"][:2]) for key in image_keys},
     )
-    return plan, rows
+    return plan
 
 
 def _numeric(table: pa.Table, name: str, where: str, n: int) -> np.ndarray:
@@ -223,12 +233,15 @@ def _numeric(table: pa.Table, name: str, where: str, n: int) -> np.ndarray:
     column = table.column(name).combine_chunks()
     try:
         if pa.types.is_fixed_size_list(column.type) or pa.types.is_list(column.type):
-            values = np.asarray(column.to_pylist(), dtype=np.float64)
+            lengths = pc.list_value_length(column).to_numpy(zero_copy_only=False)
+            if len(set(lengths.tolist())) > 1:
+                raise ValueError(f"rows of {sorted(set(lengths.tolist()))[:5]} values")
+            values = column.flatten().to_numpy(zero_copy_only=False).astype(np.float64)
         else:
             values = column.to_numpy(zero_copy_only=False).astype(np.float64)
-    except (TypeError, ValueError) as error:
+        values = values.reshape(n, -1)
+    except (TypeError, ValueError, pa.ArrowException) as error:
         raise DatasetError(f"{where}, feature {name!r}: expected numbers of one shape per frame ({error})") from None
-    values = values.reshape(n, -1)
     if not np.isfinite(values).all():
         bad = np.argwhere(~np.isfinite(values))[0].tolist()
         raise DatasetError(f"{where}, feature {name!r}: expected finite values; NaN/inf at index {bad}")

@@ -92,6 +92,22 @@ def test_a_dataset_without_reward_or_success_is_a_one_line_error(exported, tmp_p
         load_transitions(broken, IMAGE_KEYS, PROPRIO_KEYS, show_progress=False)
 
 
+@pytest.mark.slow
+def test_a_damaged_data_file_is_one_error_line_and_leaves_no_run(exported, tmp_path):
+    import shutil
+
+    broken = tmp_path / "damaged"
+    shutil.copytree(exported, broken)
+    (broken / "data/chunk-000/file-000.parquet").write_bytes(b"not parquet")
+    result = subprocess.run([sys.executable, "-m", "calql_vision.train", *TINY_TRAIN_ARGS, f"dataset={broken}",
+                             "offline_steps=2", f"runs_root={tmp_path / 'runs'}"], cwd=ROOT, capture_output=True,
+                            text=True, timeout=600)
+    assert result.returncode == 2, result.stderr[-2000:]
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: ") and "damaged/data/chunk-000/file-000.parquet: not a readable parquet file" in last
+    assert "Traceback" not in result.stderr and not list((tmp_path / "runs").rglob("config.yaml"))
+
+
 def test_a_key_the_task_needs_and_the_dataset_lacks_names_what_it_has(exported):
     with pytest.raises(DatasetError, match=r"no feature for the task's 'frontview_image'.*observation.images.agentview_image"):
         load_transitions(exported, ["frontview_image"], PROPRIO_KEYS, show_progress=False)
