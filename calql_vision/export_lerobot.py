@@ -48,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
         cfg = load_config(ExportConfig, argv, "calql_vision.export_lerobot", DESCRIPTION)
         if cfg.dataset is None:
             raise ConfigError("dataset=<robomimic HDF5 file> is required")
-        out = Path(cfg.out) if cfg.out else Path(cfg.dataset).with_suffix("").with_name(Path(cfg.dataset).stem + "_lerobot")
+        out = Path(cfg.out) if cfg.out else Path(cfg.dataset).with_name(Path(cfg.dataset).stem + "_lerobot")
         info = export_lerobot(cfg.dataset, out, task=cfg.task, fps=cfg.fps or None, overwrite=cfg.overwrite)
     except (ConfigError, DatasetError, FileExistsError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)

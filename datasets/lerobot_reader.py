@@ -42,10 +42,8 @@ from datasets.transitions import (
     DemoPlan,
     TransitionDataset,
     assemble_transitions,
+    first_action_out_of_range,
 )
-
-# Recorded actions may overshoot +-1 by float rounding only (as in datasets/robomimic_hdf5.py).
-ACTION_TOLERANCE = 1e-6
 
 
 def load_lerobot(
@@ -95,7 +93,7 @@ def load_lerobot(
                 frames_of[plan.name] = (episode, frame_rows)
     if not plans:
         raise DatasetError(f"{root}: no episode with a usable transition")
-    _check_same_sizes(root, plans, image_keys)
+    _check_same_sizes(root, plans)
     frames = _read_frames(root, info, plans, frames_of, image_keys, images, show_progress)
     return assemble_transitions(str(root), plans, frames, list(proprio_keys), gamma, reward_scale, reward_bias)
 
@@ -197,8 +195,8 @@ def _plan_episode(root: Path, episode_table: pa.Table, episode: dict, proprio: d
     if n != episode["length"] or n == 0:
         raise DatasetError(f"{where}: {n} frame rows, meta/episodes says length {episode['length']}")
     actions = _numeric(episode_table, ACTION, where, n)
-    if np.abs(actions).max() > 1.0 + ACTION_TOLERANCE:
-        t = int(np.abs(actions).max(axis=1).argmax())
+    t = first_action_out_of_range(actions)
+    if t is not None:
         raise DatasetError(f"{where}, feature 'action': expected values in [-1, 1]; frame {t} has {actions[t].tolist()}")
     success = _numeric(episode_table, SUCCESS, where, n)[:, 0] if SUCCESS in features else None
     rewards = _numeric(episode_table, REWARD, where, n)[:, 0] if REWARD in features else (success > 0).astype(np.float64)
@@ -248,7 +246,7 @@ def _numeric(table: pa.Table, name: str, where: str, n: int) -> np.ndarray:
     return values
 
 
-def _check_same_sizes(root: Path, plans: list[DemoPlan], image_keys: Sequence[str]) -> None:
+def _check_same_sizes(root: Path, plans: list[DemoPlan]) -> None:
     first = plans[0]
     for plan in plans[1:]:
         if plan.actions.shape[1] != first.actions.shape[1]:
@@ -271,48 +269,49 @@ def _read_frames(root: Path, info: dict, plans: list[DemoPlan], frames_of: dict,
         height, width = feature["shape"][:2]
         frames = np.empty((total, 3, height, width), dtype=np.uint8)
         with tqdm(total=len(plans), desc=f"loading {name}", unit="episode", disable=not show_progress) as bar:
-            if feature["dtype"] == "image":
-                _fill_from_images(root, plans, frames_of, name, frames, bar)
-            else:
-                _fill_from_video(root, info, plans, frames_of, name, frames, bar)
+            source = _image_frames if feature["dtype"] == "image" else _video_frames
+            offset = 0
+            for plan, recorded in zip(plans, source(root, info, plans, frames_of, name)):
+                for i, frame in enumerate(recorded):
+                    _put(root, plan, name, i, frame, frames[offset + i])
+                if plan.final_frame == "repeat":  # a terminal's next frame: never read, the last one again
+                    frames[offset + plan.num_steps] = frames[offset + plan.num_steps - 1]
+                offset += plan.num_frames
+                bar.update(1)
         out[key] = frames
     return out
 
 
-def _fill_from_images(root: Path, plans: list[DemoPlan], frames_of: dict, name: str, out: np.ndarray, bar) -> None:
+def _image_frames(root: Path, info: dict, plans: list[DemoPlan], frames_of: dict, name: str):
+    """Per episode, its recorded frames (H, W, 3) decoded from the PNG bytes in the data files."""
     from PIL import Image
 
-    offset = 0
-    tables: dict[tuple[int, int], pa.Table] = {}
+    table, table_key = None, None
     for plan in plans:
         episode, rows = frames_of[plan.name]
         file_key = (episode["data/chunk_index"], episode["data/file_index"])
-        if file_key not in tables:  # one data file's image column at a time
-            tables.clear()
-            tables[file_key] = _read_table(root, DATA_PATH.format(chunk_index=file_key[0], file_index=file_key[1]),
-                                           [name])
-        cells = tables[file_key].column(name).take(pa.array(rows[: min(plan.num_steps, plan.num_frames)])).to_pylist()
+        if file_key != table_key:  # one data file's image column at a time
+            table = _read_table(root, DATA_PATH.format(chunk_index=file_key[0], file_index=file_key[1]), [name])
+            table_key = file_key
+        cells = table.column(name).take(pa.array(rows[: min(plan.num_steps, plan.num_frames)])).to_pylist()
+        recorded = []
         for i, cell in enumerate(cells):
             data = cell.get("bytes") if isinstance(cell, dict) else None
             if not data:
                 raise DatasetError(f"{root}, {plan.name}, feature {name!r}: frame {i} has no embedded image bytes")
             try:
-                frame = np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
+                recorded.append(np.asarray(Image.open(io.BytesIO(data)).convert("RGB")))
             except OSError as error:
                 raise DatasetError(f"{root}, {plan.name}, feature {name!r}: frame {i} is not a readable image "
                                    f"({error})") from None
-            _put(root, plan, name, i, frame, out[offset + i])
-        if plan.final_frame == "repeat":
-            out[offset + plan.num_steps] = out[offset + plan.num_steps - 1]
-        offset += plan.num_frames
-        bar.update(1)
+        yield recorded
 
 
-def _fill_from_video(root: Path, info: dict, plans: list[DemoPlan], frames_of: dict, name: str,
-                     out: np.ndarray, bar) -> None:
-    """Frame t of an episode is the video frame at from_timestamp + t / fps of its file."""
+def _video_frames(root: Path, info: dict, plans: list[DemoPlan], frames_of: dict, name: str):
+    """Per episode, its recorded frames: frame t is the video frame at from_timestamp + t / fps
+    of the episode's video file."""
     fps = float(info["fps"])
-    offset, decoded, decoded_key = 0, None, None
+    decoded, decoded_key = None, None
     for plan in plans:
         episode, _ = frames_of[plan.name]
         try:
@@ -324,15 +323,11 @@ def _fill_from_video(root: Path, info: dict, plans: list[DemoPlan], frames_of: d
             relative = VIDEO_PATH.format(video_key=name, chunk_index=file_key[0], file_index=file_key[1])
             decoded, decoded_key = _decode_video(root, relative), file_key
         first = int(round(start * fps))
-        for i in range(min(plan.num_steps, plan.num_frames)):
-            if first + i >= len(decoded):
-                raise DatasetError(f"{root}, {plan.name}, feature {name!r}: the video has {len(decoded)} frames, "
-                                   f"frame {i} would be number {first + i}")
-            _put(root, plan, name, i, decoded[first + i], out[offset + i])
-        if plan.final_frame == "repeat":
-            out[offset + plan.num_steps] = out[offset + plan.num_steps - 1]
-        offset += plan.num_frames
-        bar.update(1)
+        count = min(plan.num_steps, plan.num_frames)
+        if first + count > len(decoded):
+            raise DatasetError(f"{root}, {plan.name}, feature {name!r}: the video has {len(decoded)} frames, "
+                               f"frame {len(decoded) - first} would be number {len(decoded)}")
+        yield decoded[first: first + count]
 
 
 def _decode_video(root: Path, relative: str) -> np.ndarray:

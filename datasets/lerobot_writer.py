@@ -41,7 +41,7 @@ from datasets.lerobot_layout import (
     image_feature_name,
     observation_feature_name,
 )
-from datasets.robomimic_hdf5 import read_env_args, read_mask_names
+from datasets.robomimic_hdf5 import demo_number, read_env_args, read_mask_names
 from datasets.transitions import DatasetError
 
 # Frames sampled per image feature for its statistics (evenly spaced, so the same every time).
@@ -79,7 +79,7 @@ def _episode_order(handle: h5py.File, source: Path, masks: dict[str, int] | None
     data = handle.get("data")
     if not isinstance(data, h5py.Group) or not len(data):
         raise DatasetError(f"{source}, key 'data': no demos (robomimic layout: data/demo_<i>/...)")
-    names = sorted(data.keys(), key=lambda name: int(name.split("_")[-1]) if name.split("_")[-1].isdigit() else 0)
+    names = sorted(data.keys(), key=lambda name: demo_number(str(source), name))
     valid = set()
     if masks and "valid" in masks:
         valid = {n.decode() if isinstance(n, bytes) else str(n) for n in handle["mask/valid"][()]}

@@ -25,13 +25,12 @@ from datasets.transitions import (
     DemoPlan,
     TransitionDataset,
     assemble_transitions,
+    first_action_out_of_range,
 )
 
 # Frames read per h5py call when copying images into the buffer: bounds the scratch memory
 # (64 frames of 84x84x3 is 1.3 MB) while keeping the number of HDF5 reads small.
 READ_CHUNK_FRAMES = 64
-# Recorded actions come from float64 controllers and may overshoot +-1 by rounding only.
-ACTION_TOLERANCE = 1e-6
 
 _DEMO_NAME = re.compile(r"^demo_(\d+)$")
 
@@ -168,7 +167,8 @@ def _data_group(handle: h5py.File, path: str) -> h5py.Group:
     return handle["data"]
 
 
-def _demo_number(path: str, name: str) -> int:
+def demo_number(path: str, name: str) -> int:
+    """N of a demo_<N> group (the numeric order every reader and writer uses); DatasetError otherwise."""
     match = _DEMO_NAME.match(name)
     if match is None:
         raise _error(path, name, f"data/{name}", "entries of 'data' must be named demo_<int>")
@@ -178,7 +178,7 @@ def _demo_number(path: str, name: str) -> int:
 def _select_demos(handle: h5py.File, data: h5py.Group, path: str, filter_key: str | None,
                   max_demos: int | None) -> list[str]:
     # Lexical order would put demo_10 before demo_2 and scramble any index-based split.
-    names = sorted(data.keys(), key=lambda name: _demo_number(path, name))
+    names = sorted(data.keys(), key=lambda name: demo_number(path, name))
     if filter_key is not None:
         masks = handle.get("mask")
         available = sorted(masks.keys()) if isinstance(masks, h5py.Group) else []
@@ -246,8 +246,8 @@ def _plan_demo(demo: h5py.Group, path: str, name: str, image_keys: list[str],
         _check_same_shape(demo, path, name, key, has_next)
 
     actions = _finite(demo, path, name, "actions")
-    if np.abs(actions).max() > 1.0 + ACTION_TOLERANCE:
-        t = int(np.abs(actions).max(axis=1).argmax())
+    t = first_action_out_of_range(actions)
+    if t is not None:
         raise _error(path, name, "actions", f"expected values in [-1, 1]; step {t} has {actions[t].tolist()}")
     rewards = _finite(demo, path, name, "rewards")
     dones = _finite(demo, path, name, "dones")

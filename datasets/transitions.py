@@ -8,6 +8,16 @@ import numpy as np
 
 from datasets.reward_to_go import reward_to_go, transform_rewards
 
+# Recorded actions come from float64 controllers and may overshoot +-1 by rounding only.
+ACTION_TOLERANCE = 1e-6
+
+
+def first_action_out_of_range(actions: np.ndarray) -> int | None:
+    """The first step whose action leaves [-1, 1] beyond rounding, or None: every reader's rule."""
+    if np.abs(actions).max() <= 1.0 + ACTION_TOLERANCE:
+        return None
+    return int(np.abs(actions).max(axis=1).argmax())
+
 
 class DatasetError(ValueError):
     """A file that does not follow the robomimic layout; the message names file, demo and key."""

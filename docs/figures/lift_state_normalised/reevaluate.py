@@ -34,7 +34,6 @@ def summary_path(run: Path, step: int) -> Path:
 
 def evaluate_one(run: Path, episodes: int) -> None:
     """Every eval step's checkpoint of one run, in this process (one start-up for all)."""
-    from calql_vision.config_fields import doc  # noqa: F401  (the package's start-up guard)
     from calql_vision.evaluate import EvaluateConfig, evaluate_run
 
     switch = int(OmegaConf.load(run / "config.yaml").offline_steps)
