@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from calql_vision.config import BenchConfig, ConfigError, load_config
-from calql_vision.startup import ready
+from calql_vision.startup import run_program
 
 DESCRIPTION = __doc__.split("\n\n")[0] + """
 
@@ -113,7 +113,6 @@ def time_env_steps(task, num_envs: int, steps: int, egl_device: int | None = Non
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    ready()  # the start-up guard hands the signals back (calql_vision/startup.py)
     try:
         cfg = load_config(BenchConfig, argv, "calql_vision.bench", DESCRIPTION)
     except ConfigError as error:
@@ -192,4 +191,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_program(main))

@@ -16,7 +16,7 @@ import numpy as np
 
 from calql_vision.config import ConfigError, TaskConfig, load_config
 from calql_vision.config_fields import AT_LEAST_0, AT_LEAST_1, doc
-from calql_vision.startup import ready
+from calql_vision.startup import run_program
 
 DESCRIPTION = __doc__.split("\n\n")[0] + """
 
@@ -60,7 +60,6 @@ def gl_renderer() -> str:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    ready()  # the start-up guard hands the signals back (calql_vision/startup.py)
     try:
         cfg = load_config(RenderBenchConfig, argv, "calql_vision.bench_render", DESCRIPTION)
         if not cfg.task.cameras:
@@ -127,4 +126,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_program(main))

@@ -15,8 +15,7 @@ from tqdm import tqdm
 
 from calql_vision.config import CollectConfig, ConfigError, load_config
 from calql_vision.file_lock import LockHeld, lock_exclusively
-from calql_vision.startup import ready
-from calql_vision.stopping import exit_cleanly_on_sigterm
+from calql_vision.startup import run_program
 from datasets.robomimic_writer import OutputError, RobomimicWriter
 
 DESCRIPTION = __doc__.splitlines()[0] + """
@@ -135,8 +134,6 @@ def output_lock(out: Path) -> Iterator[None]:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    ready()  # the start-up guard hands the signals back (calql_vision/startup.py)
-    exit_cleanly_on_sigterm()
     try:
         cfg = load_config(CollectConfig, argv, "calql_vision.collect", DESCRIPTION)
         stats = collect_demonstrations(
@@ -161,4 +158,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_program(main))

@@ -26,7 +26,7 @@ from calql_vision.config_fields import AT_LEAST_1, UNIT, OneOf, Range, doc
 from calql_vision.control import CONTROL_SUFFIX
 from calql_vision.launchers import make_launcher
 from calql_vision.run_dir import RunDir
-from calql_vision.startup import ready
+from calql_vision.startup import run_program
 
 DESCRIPTION = __doc__.split("\n\n")[0] + """
 
@@ -504,7 +504,6 @@ def summarize(cfg, jobs: list[Job], study: Study, outcome: dict[str, str]) -> st
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    ready()  # the start-up guard hands the signals back (calql_vision/startup.py)
     try:
         own, shared, per_algo = split_arguments(argv)
         cfg = load_config(CompareConfig, own, "calql_vision.compare", DESCRIPTION)
@@ -538,4 +537,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_program(main))

@@ -19,8 +19,7 @@ from calql_vision.atomic_file import atomic_file
 from calql_vision.config import THREADS_HELP, ConfigError, load_config, load_run_config
 from calql_vision.config_fields import AT_LEAST_0, AT_LEAST_1, OneOf, Range, doc
 from calql_vision.run_dir import RunDir
-from calql_vision.startup import ready
-from calql_vision.stopping import exit_cleanly_on_sigterm
+from calql_vision.startup import run_program
 
 DESCRIPTION = __doc__.splitlines()[0] + """
 
@@ -299,8 +298,6 @@ def main(argv: list[str] | None = None) -> int:
     from envs.vector import EnvWorkerError
 
     argv = sys.argv[1:] if argv is None else argv
-    ready()  # the start-up guard hands the signals back (calql_vision/startup.py)
-    exit_cleanly_on_sigterm()
     try:
         cfg = load_config(EvaluateConfig, argv, "calql_vision.evaluate", DESCRIPTION)
         summary, out_dir = evaluate_run(cfg)
@@ -326,4 +323,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_program(main))

@@ -12,8 +12,7 @@ from typing import Optional
 
 from calql_vision.config import ConfigError, load_config
 from calql_vision.config_fields import AT_LEAST_0, doc
-from calql_vision.startup import ready
-from calql_vision.stopping import exit_cleanly_on_sigterm
+from calql_vision.startup import run_program
 
 DESCRIPTION = __doc__.splitlines()[0] + """
 
@@ -42,8 +41,6 @@ def main(argv: list[str] | None = None) -> int:
     from datasets.lerobot_writer import export_lerobot
 
     argv = sys.argv[1:] if argv is None else argv
-    ready()  # the start-up guard hands the signals back (calql_vision/startup.py)
-    exit_cleanly_on_sigterm()
     try:
         cfg = load_config(ExportConfig, argv, "calql_vision.export_lerobot", DESCRIPTION)
         if cfg.dataset is None:
@@ -62,4 +59,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_program(main))

@@ -21,7 +21,7 @@ from calql_vision.plotting.runs import (  # noqa: F401 (API)
     headline_numbers,
     read_metrics,
 )
-from calql_vision.startup import ready
+from calql_vision.startup import run_program
 
 USAGE = """usage: python -m calql_vision.plot <run dir or runs root> [more paths ...] [out=<dir>]
 
@@ -137,7 +137,6 @@ def parse_args(argv: Sequence[str]) -> tuple[list[Path], Path]:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    ready()  # the start-up guard hands the signals back (calql_vision/startup.py)
     if any(a in ("-h", "--help") for a in argv):
         print(USAGE)
         return 0
@@ -172,4 +171,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_program(main))

@@ -4,8 +4,11 @@
 project before its main() can install its own signal handling. calql_vision/__init__.py calls
 guard_startup() for such a start (and only then: importing the package never touches a
 library user's signals), so Ctrl-C or SIGTERM in that window prints one line and exits with
-128 + the signal number instead of a traceback. main() calls ready() first, handing the
-signals back to Python's defaults until the program installs its own.
+128 + the signal number instead of a traceback. Each program's `__main__` block runs its main()
+through run_program(), which calls ready() first: from there Ctrl-C raises KeyboardInterrupt
+and SIGTERM raises SystemExit, so `finally` blocks and context managers clean up, and a stop
+the program does not report itself (before it installs handlers of its own, or in a program
+with nothing to save) still ends as one line and exit 130 or 143.
 
 pause_point(stage): with CALQL_VISION_PAUSE_AT=<stage> in the environment, the program says
 "paused at <stage>" on stderr and waits there for a signal: tests stop a program at a named
@@ -15,6 +18,7 @@ from __future__ import annotations
 
 import os
 import signal
+from typing import Callable
 
 PAUSE_VARIABLE = "CALQL_VISION_PAUSE_AT"
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
@@ -35,12 +39,30 @@ def _stop_during_startup(signum: int, frame) -> None:
 
 
 def ready() -> None:
-    """main() has begun: Ctrl-C raises KeyboardInterrupt again and SIGTERM ends the process, as
-    in any Python program, until the program installs handlers of its own."""
-    defaults = {signal.SIGINT: signal.default_int_handler, signal.SIGTERM: signal.SIG_DFL}
-    for signum, default in defaults.items():
-        if signal.getsignal(signum) is _stop_during_startup:  # anything else was set on purpose
-            signal.signal(signum, default)
+    """main() is about to begin: Ctrl-C raises KeyboardInterrupt again, as in any Python
+    program, and SIGTERM raises SystemExit(143), until the program installs handlers of its own.
+    A signal ignored or handled on purpose before the guard ran is left as it is."""
+    own = {signal.SIGINT: signal.default_int_handler, signal.SIGTERM: _exit_on_sigterm}
+    for signum, handler in own.items():
+        if signal.getsignal(signum) is _stop_during_startup:
+            signal.signal(signum, handler)
+
+
+def _exit_on_sigterm(signum: int, frame) -> None:
+    os.write(2, b"stopped by SIGTERM\n")
+    raise SystemExit(128 + signum)
+
+
+def run_program(main: Callable[[], int]) -> int:
+    """A program's main(), started after ready(); a Ctrl-C that main() does not report itself is
+    one line and exit 130, never a traceback."""
+    try:
+        ready()
+        pause_point("main")
+        return main()
+    except KeyboardInterrupt:
+        os.write(2, b"stopped by SIGINT\n")
+        return 128 + signal.SIGINT
 
 
 def pause_point(stage: str) -> None:

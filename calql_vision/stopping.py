@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import sys
 from typing import Iterator
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
@@ -60,9 +59,3 @@ class StopSignals:
     def check(self) -> None:
         if self.pending is not None:
             raise StopRequested(self.pending, at_safe_point=True)
-
-
-def exit_cleanly_on_sigterm() -> None:
-    """For the programs with nothing to save at a stop (collect, evaluate): SIGTERM becomes
-    SystemExit, so `finally` blocks and context managers remove their temporary files."""
-    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))

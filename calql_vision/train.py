@@ -27,7 +27,7 @@ from calql_vision.hardware import resolve_device
 from calql_vision.launch import build
 from calql_vision.online_episodes import OnlineEpisodes
 from calql_vision.run_dir import RunDir, RunDirBusy
-from calql_vision.startup import pause_point, ready
+from calql_vision.startup import pause_point, run_program
 from calql_vision.stopping import StopRequested, StopSignals
 from calql_vision.training_data import (check_dataset_matches_env, dataset_filter_key, prepare_dataset,
                                         resolve_task_render_quality, warn_if_rendered_differently)
@@ -594,7 +594,6 @@ def main(argv: list[str] | None = None) -> int:
     from envs.vector import EnvWorkerError
 
     argv = sys.argv[1:] if argv is None else argv
-    ready()  # the start-up guard hands the signals back (calql_vision/startup.py)
     stop = StopSignals().install()
     launch = None
     try:
@@ -657,4 +656,4 @@ def _last_checkpoint(run: RunDir) -> str:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_program(main))

@@ -412,6 +412,26 @@ def test_every_program_stopped_while_it_loads_says_one_line(program, signum, tmp
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("program, signum", [
+    ("train", signal.SIGINT), ("collect", signal.SIGTERM), ("evaluate", signal.SIGINT), ("compare", signal.SIGTERM),
+    ("bench", signal.SIGINT), ("bench_render", signal.SIGTERM), ("plot", signal.SIGINT), ("export_lerobot", signal.SIGTERM),
+])
+def test_every_program_stopped_as_its_main_begins_says_one_line(program, signum, tmp_path):
+    # The moment after the start-up guard hands the signals back and before the program's own
+    # handling: run_program (calql_vision/startup.py) reports the stop.
+    process = subprocess.Popen([sys.executable, "-m", f"calql_vision.{program}", f"out={tmp_path / 'out'}"], cwd=ROOT,
+                               text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               env={**os.environ, PAUSE_VARIABLE: "main"}, preexec_fn=as_from_a_terminal)
+    first = process.stderr.readline()
+    assert "paused at main" in first, first + process.communicate()[1][-2000:]
+    process.send_signal(signum)
+    _, rest = process.communicate(timeout=120)
+    assert process.returncode == 128 + signum, rest[-2000:]
+    assert rest.strip() == f"stopped by {signal.Signals(signum).name}"
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("content", [b"", b"plain text, not HDF5\n", "truncated"])
 def test_an_unreadable_dataset_is_one_error_line_and_leaves_no_run(content, lift_demos, tmp_path):
     bad = tmp_path / "bad.hdf5"
@@ -597,7 +617,7 @@ def test_the_start_up_guard_leaves_ignored_signals_and_handlers_set_on_purpose_a
         assert signal.getsignal(signal.SIGTERM) is startup._stop_during_startup
         startup.ready()
         assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
-        assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+        assert signal.getsignal(signal.SIGTERM) is startup._exit_on_sigterm
 
         def own(signum, frame):
             pass
