@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import shutil
+import sys
 import textwrap
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +24,7 @@ from calql_vision.config import (LOGGING_SETTINGS, ConfigError, TrainConfig, loa
 from calql_vision.control import CONTROL_SUFFIX, online_updates
 from calql_vision.run_dir import RunDir, RunLock, find_resume_point
 from calql_vision.training_data import resolve_task_render_quality
-from calql_vision.validation import field_problems
+from calql_vision.validation import entropy_bonus_warning, field_problems
 from calql_vision.wandb_run import require_wandb
 
 DESCRIPTION = """Offline pretraining on a robomimic-layout HDF5, then online fine-tuning in the robosuite
@@ -340,6 +341,11 @@ def new_launch(argv: list[str]) -> Launch:
             raise ConfigError(f"dataset={error}") from None
         read_mask_names(cfg.dataset)  # DatasetError for a file that is not readable HDF5 or LeRobot v3
     resolve_task_render_quality(cfg)
+    from envs.robosuite_env import RobosuiteVisualEnv
+
+    warning = entropy_bonus_warning(cfg, RobosuiteVisualEnv.action_dim)
+    if warning:
+        print(warning, file=sys.stderr)
     init_state = init_from_checkpoint(cfg) if cfg.init_from is not None else None
     with new_run_directory(cfg.runs_root, cfg.task.name, cfg.algo.name) as run:
         launch = Launch(cfg, run, run.lock(), init_state=init_state)

@@ -143,3 +143,28 @@ def _device_name(config: DictConfig) -> list[str]:
 CROSS_CHECKS: list[Callable[[DictConfig], list[str]]] = [
     _something_to_train, _critic_subset, _aca_structure, _encoder_fits_task, _clip_order, _even_video, _device_name,
 ]
+
+
+def entropy_bonus_warning(config: DictConfig, action_dim: int) -> str | None:
+    """A warning when the entropy bonus can outweigh the cost of a step, or None.
+
+    With the entropy in the critic's target, every step pays r + alpha * H (H: the policy's
+    entropy), and a tanh-squashed policy's entropy reaches action_dim * log 2 (uniform on
+    [-1, 1]^A). A step short of success earns reward_bias (the sparse 0/1 reward scaled, then
+    shifted). Where alpha * H can exceed its cost, an episode that goes on is worth more than one
+    that succeeds (success ends it): the critic then teaches the policy to avoid success until
+    alpha has fallen. Measured with ACA at alpha 1 (docs/results.md, ACA and the temperature)."""
+    algo = config.algo
+    if not algo.get("backup_entropy", False):
+        return None
+    alpha = math.exp(float(algo.init_log_alpha))
+    largest_bonus = alpha * action_dim * math.log(2)
+    step_reward = float(config.reward_bias)
+    if largest_bonus + step_reward <= 0:
+        return None
+    safe_alpha = -step_reward / (action_dim * math.log(2))
+    until = f"until alpha falls below {safe_alpha:.3g}" if safe_alpha > 0 else "at any temperature above 0"
+    return (f"warning: algo={algo.name} puts the entropy in its critic's target with algo.init_log_alpha="
+            f"{float(algo.init_log_alpha):g} (alpha {alpha:.3g}): the entropy bonus can reach {largest_bonus:.2f} a step "
+            f"against a step reward of {step_reward:g}, so {until} a failed episode can be worth more than a success "
+            f"(docs/results.md, ACA and the temperature)")

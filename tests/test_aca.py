@@ -394,3 +394,21 @@ def test_the_algo_config_file_builds_an_agent():
     for metrics in (offline, online):
         assert set(metrics) <= set(ACAAgent.METRICS) and all(math.isfinite(v) for v in metrics.values())
     assert {"z_loss", "bc_lambda"} <= set(offline) and {"prior_weight", "prior_mean"} <= set(online)
+
+
+def test_the_entropy_bonus_warning_names_settings_whose_bonus_outweighs_a_step():
+    from calql_vision.config import TrainConfig, load_config
+    from calql_vision.launch import PRESETS
+    from calql_vision.validation import entropy_bonus_warning
+
+    def warning(*args: str) -> str | None:
+        cfg = load_config(TrainConfig, ["task=lift_state", *args], "test", "test", presets=PRESETS, base_file="base.yaml")
+        return entropy_bonus_warning(cfg, action_dim=7)
+
+    # alpha 1 against 7 log 2 = 4.85 nats: positive steps until alpha < 1 / 4.85.
+    assert "until alpha falls below 0.206" in warning("algo=aca", "algo.init_log_alpha=0")
+    assert warning("algo=aca", "algo.init_log_alpha=-1.6") is None  # alpha 0.20
+    assert warning("algo=aca") is None, "configs/algo/aca.yaml starts at 0.1"
+    assert warning("algo=sac") is None  # 0.1 x 4.85 < 1
+    assert "at any temperature above 0" in warning("algo=sac", "reward_bias=0")  # no cost to a step at all
+    assert warning("algo=calql", "algo.init_log_alpha=0") is None  # no entropy in its target
