@@ -3,7 +3,8 @@
 Follows the official code (ZishunYu/Actor-Critic-Alignment, on d3rlpy 1.1):
 
 * Offline, "SAC+ML" (`sacml_agent/sacml_impl.py`): SAC critics with the entropy backup in the
-  target (`compute_target`: subtract alpha log pi(a'|s')), automatic temperature (init 1), and
+  target (`compute_target`: subtract alpha log pi(a'|s')), automatic temperature (init 1 there;
+  0.1 in configs/algo/aca.yaml, which says why), and
   `compute_actor_loss`: lambda * mean(alpha log pi(a~|s) - min_k Q_k(s, a~)) - mean(log pi(a|s)),
   lambda = alpha_ML / mean|min Q(s, a~)| detached (`bc_scale`, losses.ml_normalised_actor_loss).
   `compute_baseline_loss` / `compute_baseline_target`: Z heads Z_k(s) (`num_z`) trained with
