@@ -157,7 +157,7 @@ def entropy_bonus_warning(config: DictConfig, action_dim: int) -> str | None:
     algo = config.algo
     if not algo.get("backup_entropy", False):
         return None
-    alpha = math.exp(float(algo.init_log_alpha))
+    alpha = math.exp(min(float(algo.init_log_alpha), 700.0))  # no OverflowError for an absurd start
     largest_bonus = alpha * action_dim * math.log(2)
     step_reward = float(config.reward_bias)
     if largest_bonus + step_reward <= 0:
