@@ -393,20 +393,27 @@ def test_a_stop_at_any_stage_of_start_up_is_one_line_and_leaves_no_run_directory
     assert not list((tmp_path / "runs").glob("lift_visual/calql/*"))
 
 
+def stop_program_paused_at(program: str, stage: str, signum: int, out: Path) -> tuple[int, str]:
+    """`python -m calql_vision.<program> out=<out>` paused at `stage`, then sent `signum`: its
+    return code and what it wrote on stderr after the pause."""
+    process = subprocess.Popen([sys.executable, "-m", f"calql_vision.{program}", f"out={out}"], cwd=ROOT,
+                               text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               env={**os.environ, PAUSE_VARIABLE: stage}, preexec_fn=as_from_a_terminal)
+    first = process.stderr.readline()
+    assert f"paused at {stage}" in first, first + process.communicate()[1][-2000:]
+    process.send_signal(signum)
+    _, rest = process.communicate(timeout=120)
+    return process.returncode, rest
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("program, signum", [
     ("collect", signal.SIGINT), ("evaluate", signal.SIGTERM), ("compare", signal.SIGINT), ("bench", signal.SIGTERM),
     ("bench_render", signal.SIGINT), ("plot", signal.SIGTERM), ("export_lerobot", signal.SIGINT),
 ])
 def test_every_program_stopped_while_it_loads_says_one_line(program, signum, tmp_path):
-    process = subprocess.Popen([sys.executable, "-m", f"calql_vision.{program}", f"out={tmp_path / 'out'}"], cwd=ROOT,
-                               text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                               env={**os.environ, PAUSE_VARIABLE: "import"}, preexec_fn=as_from_a_terminal)
-    first = process.stderr.readline()
-    assert "paused at import" in first, first + process.communicate()[1][-2000:]
-    process.send_signal(signum)
-    _, rest = process.communicate(timeout=120)
-    assert process.returncode == 128 + signum, rest[-2000:]
+    returncode, rest = stop_program_paused_at(program, "import", signum, tmp_path / "out")
+    assert returncode == 128 + signum, rest[-2000:]
     assert rest.strip() == f"stopped by {signal.Signals(signum).name} during start-up"
     assert not (tmp_path / "out").exists()
 
@@ -419,14 +426,8 @@ def test_every_program_stopped_while_it_loads_says_one_line(program, signum, tmp
 def test_every_program_stopped_as_its_main_begins_says_one_line(program, signum, tmp_path):
     # The moment after the start-up guard hands the signals back and before the program's own
     # handling: run_program (calql_vision/startup.py) reports the stop.
-    process = subprocess.Popen([sys.executable, "-m", f"calql_vision.{program}", f"out={tmp_path / 'out'}"], cwd=ROOT,
-                               text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                               env={**os.environ, PAUSE_VARIABLE: "main"}, preexec_fn=as_from_a_terminal)
-    first = process.stderr.readline()
-    assert "paused at main" in first, first + process.communicate()[1][-2000:]
-    process.send_signal(signum)
-    _, rest = process.communicate(timeout=120)
-    assert process.returncode == 128 + signum, rest[-2000:]
+    returncode, rest = stop_program_paused_at(program, "main", signum, tmp_path / "out")
+    assert returncode == 128 + signum, rest[-2000:]
     assert rest.strip() == f"stopped by {signal.Signals(signum).name}"
     assert not (tmp_path / "out").exists()
 
