@@ -18,7 +18,7 @@ from conftest import ROOT, TINY_ALGO_ARGS, TINY_TRAIN_ARGS
 pytestmark = pytest.mark.slow  # real programs in subprocesses
 
 # The shared tiny run without the Cal-QL-only key, plus what each method needs to stay tiny.
-BASE_ARGS = [a for a in TINY_TRAIN_ARGS if not a.startswith("algo.cql_n_actions")]
+BASE_ARGS = [a for a in TINY_TRAIN_ARGS if not a.startswith(("algo.cql_n_actions", "eval_every"))] + ["eval_every=12"]
 ALGO_ARGS = TINY_ALGO_ARGS
 OFFLINE_STEPS, ONLINE_ENV_STEPS = 6, 30
 
