@@ -47,6 +47,9 @@ class SACConfig(AlgoConfig):
 
     alpha_lr: float = doc(1e-4, "entropy temperature learning rate", valid=POSITIVE)
     init_log_alpha: float = doc(0.0, "initial log of the entropy temperature")
+    online_init_log_alpha: Optional[float] = doc(
+        None, "log temperature set at the switch; null = keep the pretrained one (ACA: 0, a reset to 1)"
+    )
     target_entropy: Optional[float] = doc(None, "entropy target; null = -action_dim")
     num_critics: int = doc(2, "Q-functions in the critic ensemble", valid=AT_LEAST_1)
     target_critics: Optional[int] = doc(
@@ -119,7 +122,7 @@ class ACAConfig(SACConfig):
         0.5, "w after prior_decay_steps online gradient steps (linear decay)", valid=AT_LEAST_0
     )
     prior_decay_steps: int = doc(20_000, "online gradient steps over which w falls from start to end (0 = no decay)", valid=AT_LEAST_0)
-    online_init_log_alpha: float = doc(0.0, "log temperature at the switch (ACA resets alpha to 1)")
+    online_init_log_alpha: Optional[float] = doc(0.0, "log temperature set at the switch (ACA resets alpha to 1)")
     seed_top_episodes: int = doc(
         10, "offline episodes with the highest return copied into the online buffer at the switch", valid=AT_LEAST_0
     )

@@ -137,3 +137,17 @@ def test_policy_state_dict_is_encoder_and_actor_only(name):
     fresh.actor.load_state_dict(policy["actor"])
     obs = {"agentview_image": np.zeros(SPEC.image_shape, np.uint8), "proprio": np.ones(9)}
     np.testing.assert_array_equal(agent.act(obs, True), fresh.act(obs, True))
+
+
+@pytest.mark.parametrize("name", ["calql", "wsrl", "sac"])
+def test_the_switch_keeps_the_temperature_unless_told_to_set_it(name):
+    kept = agent_in_phase(name, "offline")
+    pretrained = float(kept.log_alpha)
+    kept.on_online_start()
+    assert float(kept.log_alpha) == pretrained, "null: the pretrained temperature carries over"
+    agent = agent_in_phase(name, "offline")
+    agent.cfg.online_init_log_alpha = math.log(0.1)
+    agent.on_online_start()
+    assert float(agent.log_alpha) == pytest.approx(math.log(0.1))
+    agent.update(make_batch(8 * agent.batch_slices, seed=5))  # and it learns on from there
+    assert float(agent.log_alpha) != pytest.approx(math.log(0.1), abs=0)

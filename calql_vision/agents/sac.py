@@ -55,6 +55,9 @@ class SACAgent(PixelAgent):
 
     def on_online_start(self) -> None:
         self.online = True
+        if self.cfg.online_init_log_alpha is not None:  # a pretraining's temperature may not suit exploring
+            with torch.no_grad():
+                self.log_alpha.fill_(float(self.cfg.online_init_log_alpha))
 
     # ------------------------------------------------------------------ pieces
     def actor_q(self, q: torch.Tensor) -> torch.Tensor:
