@@ -28,19 +28,30 @@ def table(study: Path) -> list[str]:
     return [line for line in (study / "summary.md").read_text().splitlines() if line.startswith("|")]
 
 
-@pytest.mark.slow
-def test_a_grid_through_submitit_writes_the_summary_a_local_grid_writes(lift_state_demos, tmp_path):
-    grid = [*TINY_STATE_ARGS, "calql:algo.cql_n_actions=2", "algos=[calql,iql]", "seeds=[0]", "control=false",
+@pytest.fixture(scope="module")
+def tiny_grid(lift_state_demos) -> list[str]:
+    return [*TINY_STATE_ARGS, "calql:algo.cql_n_actions=2", "algos=[calql,iql]", "seeds=[0]", "control=false",
             f"dataset={lift_state_demos}", "offline_steps=8", "online_env_steps=8", "jobs=2"]
-    local = run_compare([*grid, f"out={tmp_path / 'local'}"])
+
+
+@pytest.fixture(scope="module")
+def local_table(tiny_grid, tmp_path_factory) -> list[str]:
+    """The tiny grid's table run on this machine with the local launcher: what every launcher must reproduce."""
+    out = tmp_path_factory.mktemp("local")
+    local = run_compare([*tiny_grid, f"out={out}"])
     assert local.returncode == 0, local.stdout[-2000:] + local.stderr[-2000:]
-    slurm = run_compare([*grid, f"out={tmp_path / 'slurm'}", "launcher=slurm", "slurm_cluster=local"])
+    return table(out)
+
+
+@pytest.mark.slow
+def test_a_grid_through_submitit_writes_the_summary_a_local_grid_writes(tiny_grid, local_table, tmp_path):
+    slurm = run_compare([*tiny_grid, f"out={tmp_path / 'slurm'}", "launcher=slurm", "slurm_cluster=local"])
     assert slurm.returncode == 0, slurm.stdout[-2000:] + slurm.stderr[-2000:]
-    assert table(tmp_path / "slurm") == table(tmp_path / "local")  # the same runs, the same numbers
+    assert table(tmp_path / "slurm") == local_table  # the same runs, the same numbers
     assert list((tmp_path / "slurm" / "slurm").iterdir()), "submitit's job folder"
-    again = run_compare([*grid, f"out={tmp_path / 'slurm'}", "launcher=slurm", "slurm_cluster=local"])
+    again = run_compare([*tiny_grid, f"out={tmp_path / 'slurm'}", "launcher=slurm", "slurm_cluster=local"])
     assert again.returncode == 0 and "started" not in again.stdout  # finished runs are not submitted again
-    assert table(tmp_path / "slurm") == table(tmp_path / "local")
+    assert table(tmp_path / "slurm") == local_table
 
 
 def task_of(controller: int) -> int:
@@ -115,14 +126,10 @@ def ray_cluster(tmp_path):
 
 
 @pytest.mark.slow
-def test_a_grid_on_a_ray_cluster_writes_the_summary_a_local_grid_writes(lift_state_demos, tmp_path, ray_cluster):
-    grid = [*TINY_STATE_ARGS, "calql:algo.cql_n_actions=2", "algos=[calql,iql]", "seeds=[0]", "control=false",
-            f"dataset={lift_state_demos}", "offline_steps=8", "online_env_steps=8", "jobs=2"]
-    local = run_compare([*grid, f"out={tmp_path / 'local'}"])
-    assert local.returncode == 0, local.stdout[-2000:] + local.stderr[-2000:]
-    on_ray = run_compare([*grid, f"out={tmp_path / 'ray'}", "launcher=ray", f"ray_address={ray_cluster}"])
+def test_a_grid_on_a_ray_cluster_writes_the_summary_a_local_grid_writes(tiny_grid, local_table, tmp_path, ray_cluster):
+    on_ray = run_compare([*tiny_grid, f"out={tmp_path / 'ray'}", "launcher=ray", f"ray_address={ray_cluster}"])
     assert on_ray.returncode == 0, on_ray.stdout[-2000:] + on_ray.stderr[-2000:]
-    assert table(tmp_path / "ray") == table(tmp_path / "local")
+    assert table(tmp_path / "ray") == local_table
 
 
 def test_ray_without_a_cluster_is_one_line_and_makes_no_study(tmp_path):
