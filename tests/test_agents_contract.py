@@ -142,12 +142,12 @@ def test_policy_state_dict_is_encoder_and_actor_only(name):
 @pytest.mark.parametrize("name", ["calql", "wsrl", "sac"])
 def test_the_switch_keeps_the_temperature_unless_told_to_set_it(name):
     kept = agent_in_phase(name, "offline")
-    pretrained = float(kept.log_alpha)
+    pretrained = kept.log_alpha.item()
     kept.on_online_start()
-    assert float(kept.log_alpha) == pretrained, "null: the pretrained temperature carries over"
+    assert kept.log_alpha.item() == pretrained, "null: the pretrained temperature carries over"
     agent = agent_in_phase(name, "offline")
     agent.cfg.online_init_log_alpha = math.log(0.1)
     agent.on_online_start()
-    assert float(agent.log_alpha) == pytest.approx(math.log(0.1))
+    assert agent.log_alpha.item() == pytest.approx(math.log(0.1))
     agent.update(make_batch(8 * agent.batch_slices, seed=5))  # and it learns on from there
-    assert float(agent.log_alpha) != pytest.approx(math.log(0.1), abs=0)
+    assert agent.log_alpha.item() != pytest.approx(math.log(0.1), abs=0)
