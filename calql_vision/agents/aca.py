@@ -117,8 +117,7 @@ class ACAAgent(SACAgent):
                 _init_from_state_value(r_head, z_head, self.feature_dim)
             self.target_critic.load_state_dict(self.critic.state_dict())
             self.target_encoder.load_state_dict(self.encoder.state_dict())
-            if cfg.online_init_log_alpha is not None:
-                self.log_alpha.fill_(float(cfg.online_init_log_alpha))
+        super().on_online_start()  # the temperature at the switch: online_init_log_alpha
         self.prior_weight = float(cfg.prior_weight_start)
 
     # ------------------------------------------------------------------ the prior w c(log pi_0)
