@@ -14,6 +14,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 from omegaconf import OmegaConf
 
 
@@ -87,7 +88,7 @@ def report(study: Path, episodes: int) -> None:
             redone.append(row)
         return rows, redone
 
-    table = {}
+    table, trend = {}, {}
     for run in run_dirs(study):
         algo, seed = run.parent.name, run.parent.parent.parent.name
         source = None
@@ -95,6 +96,9 @@ def report(study: Path, episodes: int) -> None:
             source = next((study / "runs" / seed / run.parent.parent.name / algo[: -len("-control")]).iterdir())
         original, redone = rows_with(run, source)
         table.setdefault(algo, {})[seed] = (run_numbers(original, 0.5), run_numbers(redone, 0.5))
+        for row in redone:
+            if row["eval_success_rate"] != "":
+                trend.setdefault(algo, {}).setdefault(int(float(row["step"])), []).append(float(row["eval_success_rate"]))
     fields = ["switch", "worst", "dip", "final", "stability_offline", "stability_online"]
     print(f"| algorithm | seeds | episodes | {' | '.join(fields)} |")
     print("|" + "---|" * (len(fields) + 3))
@@ -118,6 +122,16 @@ def report(study: Path, episodes: int) -> None:
         agg = aggregate(gains)
         print(f"{algo}: final minus control's ({episodes} episodes) {agg.mean:+.2f} [{agg.low:+.2f}, {agg.high:+.2f}]; "
               f"per seed {[round(g, 2) for g in gains]}")
+    # Mean success over the seeds at each update count: a trend (a policy that gets worse with
+    # more training) and a swing (up and down between neighbours) give the same stability figure.
+    steps = sorted({step for by_step in trend.values() for step in by_step})
+    print(f"\n| mean success, {episodes} episodes | " + " | ".join(f"{s:,}" for s in steps) + " |")
+    print("|---|" + "---|" * len(steps))
+    for algo, by_step in sorted(trend.items()):
+        seeds = max(len(v) for v in by_step.values())
+        cells = [(f"{np.mean(by_step[s]):.2f}" + ("" if len(by_step[s]) == seeds else f" ({len(by_step[s])} seeds)"))
+                 if s in by_step else "" for s in steps]
+        print(f"| {algo} | " + " | ".join(cells) + " |")
 
 
 if __name__ == "__main__":
