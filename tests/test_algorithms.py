@@ -67,11 +67,8 @@ def test_tiny_run_of_every_algorithm_through_the_cli(name, lift_demos, tmp_path)
     evaluated = [row for row in rows if row["eval_success_rate"] != ""]
     assert evaluated and list((run_dir / "videos").glob("step_*.mp4"))
     assert list((run_dir / "calibration").glob("step_*.npz"))
-    # The evaluation program rebuilds this algorithm's agent from the run and acts with it.
-    evaluation = subprocess.run([sys.executable, "-m", "calql_vision.evaluate", f"run={run_dir}", "episodes=1",
-                                 "video=false", "threads=1"], cwd=ROOT, capture_output=True, text=True, timeout=300)
-    assert evaluation.returncode == 0, evaluation.stderr[-3000:]
-    assert "success" in evaluation.stdout
+    # evaluate rebuilding each algorithm's agent from its run: test_online_metrics (low-dim, every
+    # algorithm) and test_evaluate (pixels); the agent classes are the same for both.
 
 
 @pytest.fixture(scope="module")

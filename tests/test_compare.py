@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import TINY_TRAIN_ARGS
+from conftest import TINY_ALGO_ARGS, TINY_STATE_ARGS, TINY_TRAIN_ARGS
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -24,10 +24,12 @@ def table_row(summary: str, algo: str) -> list[str]:
 
 
 @pytest.mark.slow
-def test_a_tiny_grid_writes_its_table_skips_finished_runs_and_survives_a_failing_one(lift_demos, tmp_path):
+def test_a_tiny_grid_writes_its_table_skips_finished_runs_and_survives_a_failing_one(lift_state_demos, tmp_path):
+    # Low-dim: what compare does with its runs does not depend on what they observe.
     out = tmp_path / "study"
-    args = [*TINY_TRAIN_ARGS, "algos=[calql,cql]", "seeds=[0,1]", "jobs=2", f"out={out}", f"dataset={lift_demos}",
-            "offline_steps=4", "online_env_steps=30", "eval_every=10",
+    args = [*TINY_STATE_ARGS, *TINY_ALGO_ARGS["calql"], "algos=[calql,cql]", "seeds=[0,1]", "jobs=2", f"out={out}",
+            f"dataset={lift_state_demos}", "offline_steps=4", "online_env_steps=30", "eval_every=10",
+            "eval_episodes=1", "checkpoint_every=4",
             "cql:algo.critic_lr=1e8"]  # every cql run diverges at once; the calql runs must not care
     first = run_compare(args)
     assert first.returncode == 1, first.stderr[-3000:]
@@ -53,10 +55,10 @@ def test_a_tiny_grid_writes_its_table_skips_finished_runs_and_survives_a_failing
     assert control["offline control: final success"].count("[") == 1, control
     assert control["final minus control's (same seed)"].count("[") == 1, control
     for seed in (0, 1):
-        (control_dir,) = (out / "runs" / f"seed{seed}" / "lift_visual" / "calql-control").iterdir()
+        (control_dir,) = (out / "runs" / f"seed{seed}" / "lift_state" / "calql-control").iterdir()
         assert f"control_of: {records[f'calql-seed{seed}']['run']}" in (control_dir / "config.yaml").read_text()
     for seed in (0, 1):
-        (run_dir,) = (out / "runs" / f"seed{seed}" / "lift_visual" / "calql").iterdir()
+        (run_dir,) = (out / "runs" / f"seed{seed}" / "lift_state" / "calql").iterdir()
         assert records[f"calql-seed{seed}"]["run"] == str(run_dir)
         assert "seed: %d" % seed in (run_dir / "config.yaml").read_text()
     finished = {name: Path(r["run"], "metrics.csv").stat().st_mtime_ns for name, r in records.items()
