@@ -17,6 +17,9 @@ import json
 import sys
 from pathlib import Path
 
+from omegaconf import OmegaConf
+from reevaluate import summary_path  # this folder's script: where a checkpoint's evaluation summary lies
+
 
 def one_run(folder: Path) -> Path:
     (found,) = folder.iterdir()
@@ -24,8 +27,8 @@ def one_run(folder: Path) -> Path:
 
 
 def reevaluated(run: Path, step: int) -> float | None:
-    found = sorted((run / "eval").glob(f"step_{step}-seed*/summary.json"))
-    return json.loads(found[0].read_text())["success_rate"] if found else None
+    found = summary_path(run, step)
+    return json.loads(found.read_text())["success_rate"] if found else None
 
 
 def online_evaluations(run: Path) -> list[tuple[int, float]]:
@@ -55,13 +58,15 @@ def main(study: str, early: str, start: str) -> None:
             if not online:
                 continue
             study_run = one_run(seed_dir / "lift_state" / algo)
+            settings = OmegaConf.load(study_run / "config.yaml")
+            study_switch = int(settings.offline_steps)
             control = one_run(seed_dir / "lift_state" / f"{algo}-control")
             switch = reevaluated(study_run, start_step)
             last_step, final = online[-1]
             # One update per environment step online (utd 1), so the offline trajectory at the
             # same number of updates is start + last_step.
-            offline = offline_success(study_run, control, start_step + last_step, 6000)
-            study_final = reevaluated(study_run, 12000)
+            offline = offline_success(study_run, control, start_step + last_step, study_switch)
+            study_final = reevaluated(study_run, study_switch + int(settings.online_env_steps))
             worst = min(s for _, s in online)
             print(f"| {algo} | {seed_dir.name[4:]} | {switch:.2f} | "
                   + " / ".join(f"{s:.2f}" for _, s in online) + f" | {worst:.2f} | **{final:.2f}** | "
