@@ -12,29 +12,15 @@ runs evaluate on 50 scenes themselves.
 """
 from __future__ import annotations
 
-import csv
-import json
 import sys
 from pathlib import Path
 
 from omegaconf import OmegaConf
-from reevaluate import summary_path  # this folder's script: where a checkpoint's evaluation summary lies
-
-
-def one_run(folder: Path) -> Path:
-    (found,) = folder.iterdir()
-    return found
-
-
-def reevaluated(run: Path, step: int) -> float | None:
-    found = summary_path(run, step)
-    return json.loads(found.read_text())["success_rate"] if found else None
+from study_runs import evaluations, one_run, reevaluated  # this folder's reader
 
 
 def online_evaluations(run: Path) -> list[tuple[int, float]]:
-    with open(run / "metrics.csv", newline="") as f:
-        return [(int(r["env_step"]), float(r["eval_success_rate"])) for r in csv.DictReader(f)
-                if r["phase"] == "online" and r["eval_success_rate"] != ""]
+    return [(int(row["env_step"]), row["eval_success_rate"]) for row in evaluations(run, "online")]
 
 
 def offline_success(study_run: Path, control: Path, updates: int, switch: int) -> float | None:

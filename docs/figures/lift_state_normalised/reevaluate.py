@@ -1,8 +1,8 @@
 """Re-evaluate every checkpoint of a finished compare study with more episodes, then report the
 study's numbers (calql_vision.study's definitions) from those evaluations.
 
-    PYTHONPATH=. python studies/reeval.py evaluate <study dir> [episodes] [jobs]
-    PYTHONPATH=. python studies/reeval.py report <study dir> [episodes]
+    PYTHONPATH=. ./run.sh python docs/figures/lift_state_normalised/reevaluate.py evaluate <study dir> [episodes] [jobs]
+    PYTHONPATH=. ./run.sh python docs/figures/lift_state_normalised/reevaluate.py report <study dir> [episodes]
 
 Each evaluation uses the run's own training-time evaluation seeds (evaluate's default), so the
 first eval_episodes episodes repeat the training-time evaluation exactly: `report` checks that.
@@ -10,12 +10,14 @@ first eval_episodes episodes repeat the training-time evaluation exactly: `repor
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 from omegaconf import OmegaConf
+from study_runs import evaluations, has_evaluation, summary_path  # this folder's reader
 
 
 def run_dirs(study: Path) -> list[Path]:
@@ -23,14 +25,7 @@ def run_dirs(study: Path) -> list[Path]:
 
 
 def eval_steps(run: Path) -> list[int]:
-    from calql_vision.plotting.runs import read_metrics
-
-    return sorted({int(float(r["step"])) for r in read_metrics(run / "metrics.csv") if r.get("eval_success_rate")})
-
-
-def summary_path(run: Path, step: int) -> Path:
-    found = sorted((run / "eval").glob(f"step_{step}-seed*/summary.json"))
-    return found[0] if found else None
+    return sorted({int(row["step"]) for row in evaluations(run)})
 
 
 def evaluate_one(run: Path, episodes: int) -> None:
@@ -72,11 +67,11 @@ def report(study: Path, episodes: int) -> None:
         redone = []
         for row in rows:
             row = dict(row)
-            if row.get("eval_success_rate"):
-                step = int(float(row["step"]))
+            if has_evaluation(row):
+                step = int(row["step"])
                 path = summary_path(run, step) or (summary_path(source, step) if source else None)
                 if path is None:  # an early online evaluation: no checkpoint was kept there
-                    row["eval_success_rate"] = ""
+                    row["eval_success_rate"] = math.nan
                     redone.append(row)
                     continue
                 summary = json.loads(path.read_text())
@@ -97,8 +92,8 @@ def report(study: Path, episodes: int) -> None:
         original, redone = rows_with(run, source)
         table.setdefault(algo, {})[seed] = (run_numbers(original, 0.5), run_numbers(redone, 0.5))
         for row in redone:
-            if row["eval_success_rate"] != "":
-                trend.setdefault(algo, {}).setdefault(int(float(row["step"])), []).append(float(row["eval_success_rate"]))
+            if has_evaluation(row):
+                trend.setdefault(algo, {}).setdefault(int(row["step"]), []).append(float(row["eval_success_rate"]))
     fields = ["switch", "worst", "dip", "final", "stability_offline", "stability_online"]
     print(f"| algorithm | seeds | episodes | {' | '.join(fields)} |")
     print("|" + "---|" * (len(fields) + 3))

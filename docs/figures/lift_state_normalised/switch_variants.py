@@ -1,0 +1,81 @@
+"""One method on lift_state: each seed's pretraining fine-tuned online again through init_from,
+with and without a change at the switch, beside the study's own online phase; per seed, from
+the runs' metrics.csv.
+
+    PYTHONPATH=. ./run.sh python docs/figures/lift_state_normalised/switch_variants.py \
+        studies/lift_state_norm calql \
+        "carried, from the checkpoint=studies/calql_online_alpha/carried" "0.1=studies/calql_online_alpha/alpha0p1"
+
+The first folder is the compare study that pretrained (and fine-tuned) each seed. Each
+`label=folder` after the method holds `seed<k>/lift_state/<algo>/<run>`: give the same init_from
+procedure without the change as one of them, since an init_from run is another random draw
+of the online phase and the change is judged against that draw.
+
+Prints a markdown table: success at the switch (the pretraining's last evaluation), every
+online evaluation, the worst and the final, with the temperature and the policy's entropy at
+the first online evaluation; then the means over the seeds each variant has finished.
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from study_runs import evaluations, one_run  # this folder's reader
+
+SAME_RUN = "the study's own online phase"
+
+
+def line(name: str, seed: int, switch: float, online: list[dict]) -> str:
+    success = [row["eval_success_rate"] for row in online]
+    first = online[0]
+    return (f"| {name} | {seed} | {switch:.2f} | " + " / ".join(f"{s:.2f}" for s in success)
+            + f" | {min(success):.2f} | **{success[-1]:.2f}** | {first['alpha']:.2f} | {first['entropy']:+.2f} |")
+
+
+def variants_of(seed: int, study_run: Path, variants: dict[str, Path], algo: str) -> dict[str, list[dict]]:
+    """Label -> the online evaluations of that variant of this seed (those that have run)."""
+    found = {SAME_RUN: evaluations(study_run, "online")}
+    for label, folder in variants.items():
+        runs = folder / f"seed{seed}" / "lift_state" / algo
+        if runs.is_dir():
+            found[label] = evaluations(one_run(runs), "online")
+    return {label: online for label, online in found.items() if online}
+
+
+def main(study: str, algo: str, *variant_args: str) -> None:
+    variants = {}
+    for arg in variant_args:
+        label, sep, folder = arg.rpartition("=")
+        if not sep or not label:
+            raise SystemExit(f"{arg}: expected label=folder")
+        variants[label] = Path(folder)
+    table, finals, schedule = [], {}, []
+    for seed_dir in sorted(Path(study, "runs").glob("seed*")):
+        seed = int(seed_dir.name[4:])
+        study_run = one_run(seed_dir / "lift_state" / algo)
+        switch = evaluations(study_run, "offline")[-1]["eval_success_rate"]
+        for label, online in variants_of(seed, study_run, variants, algo).items():
+            table.append(line(label, seed, switch, online))
+            success = [row["eval_success_rate"] for row in online]
+            finals.setdefault(label, []).append((switch, min(success), success[-1], len(online)))
+            schedule = max(schedule, online, key=len)
+    steps = " / ".join(f"{int(row['env_step']):,}" for row in schedule)
+    print(f"| {algo}: variant | seed | switch | online, {steps} env steps | worst | final "
+          f"| alpha at the first online evaluation | entropy there |")
+    print("|---|---|---|---|---|---|---|---|")
+    print("\n".join(table))
+    # Means over the seeds whose run of that variant has finished (as many evaluations as the
+    # longest), so a run still going does not pull a mean.
+    longest = max(n for runs in finals.values() for *_, n in runs)
+    print(f"\n| {algo}: variant | seeds finished | switch | worst | final |\n|---|---|---|---|---|")
+    for label, runs in finals.items():
+        done = [r for r in runs if r[3] == longest]
+        if done:
+            means = [sum(r[i] for r in done) / len(done) for i in range(3)]
+            print(f"| {label} | {len(done)} | {means[0]:.2f} | {means[1]:.2f} | {means[2]:.2f} |")
+
+
+if __name__ == "__main__":
+    if len(sys.argv) < 3:
+        raise SystemExit(__doc__)
+    main(*sys.argv[1:])
