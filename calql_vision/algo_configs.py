@@ -59,6 +59,10 @@ class SACConfig(AlgoConfig):
     actor_layer_norm: bool = doc(False, "LayerNorm after every hidden layer of the actor")
     actor_q: str = doc("min", "Q the actor maximises: min | mean over the ensemble", valid=OneOf(("min", "mean")))
     backup_entropy: bool = doc(False, "subtract alpha * log pi in the TD target")
+    clip_bootstrap: bool = doc(
+        False, "clip the next state's value in the TD target to the range every discounted return lies in, "
+        "[min(0, r_min), max(0, r_max)] / (1 - discount), r as trained on (after reward_scale and reward_bias)",
+    )
     critic_updates: int = doc(
         1, "online: critic updates per actor update, on slices of a batch this many times batch_size (RLPD / WSRL's UTD)",
         valid=AT_LEAST_1,

@@ -16,6 +16,12 @@ def td_target(rewards: torch.Tensor, terminals: torch.Tensor, next_value: torch.
     return rewards + discount * (1.0 - terminals) * next_value
 
 
+def return_range(reward_low: float, reward_high: float, discount: float) -> tuple[float, float]:
+    """The interval every discounted return sum_t gamma^t r_t with r_t in [reward_low,
+    reward_high] lies in, for any length (an episode may end after one step, so 0 is inside)."""
+    return min(0.0, reward_low) / (1.0 - discount), max(0.0, reward_high) / (1.0 - discount)
+
+
 def ensemble_min(q: torch.Tensor, subset: int | None = None) -> torch.Tensor:
     """min over the heads (dim 0) of q (H, ...), or over a random subset of `subset` heads
     (RLPD / REDQ). The subset is drawn from torch's RNG, and only when it is a true subset."""

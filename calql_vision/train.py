@@ -133,6 +133,8 @@ class Trainer:
             self.online_replay = FrameReplay(capacity, image_shapes, spec.proprio_dim, spec.action_dim)
 
         self.agent = make_agent(cfg.algo, cfg.encoder, spec, self.device, self.precision)
+        if hasattr(self.agent, "return_range"):
+            self.agent.return_range = self._return_range()
         # Pretraining runs only for algorithms that pretrain, and not when init_from gives it.
         self.offline_steps = cfg.offline_steps if self.algorithm.pretrains and cfg.init_from is None else 0
         # The update the online phase starts after; a control (control_of) trains on offline past it
@@ -180,6 +182,18 @@ class Trainer:
                                     wandb_run=wandb_run)
         self._eval_seed = evaluation_seed(cfg.seed)
         self._last_finite: tuple[int, dict[str, float]] | None = None
+
+    def _return_range(self) -> tuple[float, float]:
+        """Where every discounted return of the rewards trained on lies (algo.clip_bootstrap): the
+        environment's sparse 0/1 reward (envs/robosuite_env.py) and the offline data's, both after
+        reward_scale and reward_bias."""
+        from calql_vision.losses import return_range
+
+        cfg = self.cfg
+        rewards = [cfg.reward_bias, cfg.reward_scale + cfg.reward_bias]
+        if self.dataset is not None and len(self.dataset.rewards):
+            rewards += [float(self.dataset.rewards.min()), float(self.dataset.rewards.max())]
+        return return_range(min(rewards), max(rewards), cfg.algo.discount)
 
     def _fit_state_normalizer(self) -> None:
         """A new run's state statistics: every frame of the offline data, once. They are then

@@ -17,11 +17,12 @@ TINY = {"hidden_dims": [32, 32], "cql_n_actions": 3}
 TINY_ENSEMBLE = {"num_critics": 3, "critic_updates": 2}
 
 
-def build(name: str, seed: int = 0):
+def build(name: str, seed: int = 0, **overrides):
     """The algorithm's own config file with tiny networks (only the keys its schema has)."""
     schema = OmegaConf.structured(algo_schema(name))
     tiny = {**TINY, **(TINY_ENSEMBLE if name in ("rlpd", "wsrl") else {})}
-    algo = OmegaConf.merge(schema, load_group_file("algo", name), {k: v for k, v in tiny.items() if k in schema})
+    algo = OmegaConf.merge(schema, load_group_file("algo", name), {k: v for k, v in tiny.items() if k in schema},
+                           overrides)
     encoder = OmegaConf.merge(OmegaConf.structured(EncoderConfig), {"channels": 8, "strides": [2, 2], "feature_dim": 16})
     torch.manual_seed(seed)
     return make_agent(algo, encoder, SPEC, torch.device("cpu"), "fp32")
@@ -151,3 +152,66 @@ def test_the_switch_keeps_the_temperature_unless_told_to_set_it(name):
     assert agent.log_alpha.item() == pytest.approx(math.log(0.1))
     agent.update(make_batch(8 * agent.batch_slices, seed=5))  # and it learns on from there
     assert agent.log_alpha.item() != pytest.approx(math.log(0.1), abs=0)
+
+
+# ---------------------------------------------------------------------- algo.clip_bootstrap
+CLIPPED = [(name, {}) for name in sorted(ALGORITHMS) if "clip_bootstrap" in OmegaConf.structured(algo_schema(name))]
+CLIPPED += [("calql", {"cql_max_target_backup": False}), ("calql", {"cql_max_target_backup": True})]
+
+
+@pytest.mark.parametrize("name,extra", CLIPPED, ids=lambda v: str(v) if isinstance(v, str) else "-".join(map(str, v.values())))
+@pytest.mark.parametrize("edge", ["high", "low"])
+def test_clip_bootstrap_bootstraps_from_the_edge_of_the_returns_range(name, extra, edge):
+    """Target critics far above (below) any return: with clip_bootstrap every TD target is
+    r + gamma (1 - d) * the range's high (low) edge; without it, the critics' value passes."""
+    from calql_vision.losses import return_range
+
+    batch = make_batch(8 * build(name).batch_slices, seed=5)  # rewards -1 or 0, some terminals
+    low, high = return_range(-1.0, 0.0, 0.99)
+    shift = 1e4 if edge == "high" else -1e4
+    targets = {}
+    for clip in (True, False):
+        # Offline (ACA's online target adds its prior) and without the entropy term, so the
+        # target is exactly r + gamma (1 - d) V(s').
+        agent = build(name, clip_bootstrap=clip, backup_entropy=False, **extra)
+        agent.return_range = (low, high)
+        with torch.no_grad():
+            for head in agent.target_critic.heads:
+                head[-1].bias.add_(shift)
+        targets[clip] = agent.update(batch)["target_q_mean"]
+    bound = high if edge == "high" else low
+    expected = (batch["rewards"] + 0.99 * (1 - batch["terminals"]) * bound).mean().item()
+    assert targets[True] == pytest.approx(expected, abs=1e-3)
+    assert abs(targets[False]) > 1000  # the test would see an unclipped target
+
+
+def test_clip_bootstrap_without_a_returns_range_is_an_error():
+    agent = build("calql", clip_bootstrap=True)
+    with pytest.raises(ValueError, match="clip_bootstrap needs the range of the returns"):
+        agent.update(make_batch(8))
+
+
+def test_the_returns_range_holds_every_discounted_return():
+    from calql_vision.losses import return_range
+
+    assert return_range(-1.0, 0.0, 0.99) == pytest.approx((-100.0, 0.0))
+    assert return_range(0.0, 1.0, 0.9) == pytest.approx((0.0, 10.0))
+    assert return_range(0.5, 1.0, 0.5) == pytest.approx((0.0, 2.0))  # an episode may end after one step
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        gamma, length = rng.uniform(0.5, 0.999), rng.integers(1, 300)
+        rewards = rng.uniform(-2.0, 3.0, size=length)
+        low, high = return_range(-2.0, 3.0, gamma)
+        assert low <= float((gamma ** np.arange(length) * rewards).sum()) <= high
+
+
+def test_the_trainer_takes_the_range_from_the_task_reward_and_the_data():
+    from types import SimpleNamespace
+
+    from calql_vision.train import Trainer
+
+    cfg = OmegaConf.create({"reward_scale": 1.0, "reward_bias": -1.0, "algo": {"discount": 0.99}})
+    no_data = SimpleNamespace(cfg=cfg, dataset=None)
+    assert Trainer._return_range(no_data) == pytest.approx((-100.0, 0.0))
+    shaped = SimpleNamespace(cfg=cfg, dataset=SimpleNamespace(rewards=np.array([-1.0, 0.5, -2.0])))
+    assert Trainer._return_range(shaped) == pytest.approx((-200.0, 50.0))

@@ -187,7 +187,8 @@ class ACAAgent(SACAgent):
         with torch.no_grad():
             next_actions, next_log_prob = self.actor(next_features)
             entropy_backup = self._entropy_backup(alpha, next_log_prob)
-            target_q = ensemble_min(self.target_critic(target_next_features, next_actions), cfg.target_critics)
+            target_q = self.bootstrap_value(
+                ensemble_min(self.target_critic(target_next_features, next_actions), cfg.target_critics))
             target = td_target(batch["rewards"], batch["terminals"], target_q - entropy_backup, cfg.discount)
             z_next = self.z(next_features).min(dim=0).values  # current Z heads, online encoder
             z_target = td_target(
@@ -245,7 +246,8 @@ class ACAAgent(SACAgent):
 
         with torch.no_grad():
             next_actions, next_log_prob = self.actor(next_features)
-            target_r = ensemble_min(self.target_critic(target_next_features, next_actions), cfg.target_critics)
+            target_r = self.bootstrap_value(
+                ensemble_min(self.target_critic(target_next_features, next_actions), cfg.target_critics))
             next_value = target_r + self._prior(reference_next, next_actions) - self._entropy_backup(alpha, next_log_prob)
             target = td_target(batch["rewards"], batch["terminals"], next_value, cfg.discount)
             prior_data = self._prior(reference, batch["actions"])

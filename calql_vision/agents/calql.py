@@ -53,6 +53,7 @@ class CalQLAgent(SACAgent):
             next_actions, next_log_prob = self.actor(next_features, cfg.cql_n_actions)
             target_q = ensemble_min(self.target_critic(target_next_features, next_actions), cfg.target_critics)  # (B, N)
             target_q, best = target_q.max(dim=-1)
+            target_q = self.bootstrap_value(target_q)
             if cfg.backup_entropy:
                 next_log_prob = next_log_prob.gather(-1, best.unsqueeze(-1)).squeeze(-1)
                 target_q = target_q - alpha * next_log_prob

@@ -52,6 +52,9 @@ class SACAgent(PixelAgent):
         self.actor_optimizer = torch.optim.Adam(self.actor.parameters(), lr=cfg.actor_lr)
         self.alpha_optimizer = torch.optim.Adam([self.log_alpha], lr=cfg.alpha_lr)
         self.online = False
+        # (low, high) of the discounted returns of the rewards trained on; the trainer sets it
+        # (calql_vision.losses.return_range). Needed only with algo.clip_bootstrap.
+        self.return_range: tuple[float, float] | None = None
 
     def on_online_start(self) -> None:
         self.online = True
@@ -64,12 +67,25 @@ class SACAgent(PixelAgent):
         """The value the actor maximises from ensemble values q (H, B): min (Cal-QL) or mean (RLPD)."""
         return q.min(0).values if self.cfg.actor_q == "min" else q.mean(0)
 
+    def bootstrap_value(self, next_q: torch.Tensor) -> torch.Tensor:
+        """The next state's value a TD target bootstraps from: with algo.clip_bootstrap, clipped to
+        the range every return lies in. A conservative critic's Q can fall below any return
+        (CQL's did, online), and a target outside that range only teaches the critic values no
+        policy can have."""
+        if not self.cfg.clip_bootstrap:
+            return next_q
+        if self.return_range is None:
+            raise ValueError("algo.clip_bootstrap needs the range of the returns: set agent.return_range "
+                             "(calql_vision.losses.return_range)")
+        return next_q.clamp(*self.return_range)
+
     def sac_target(self, batch: dict, next_features: torch.Tensor, target_next_features: torch.Tensor,
                    alpha: torch.Tensor) -> torch.Tensor:
         """y = r + gamma (1 - d) [min over (a subset of) target critics of Q(s', a') (- alpha log pi(a'|s'))]."""
         with torch.no_grad():
             next_actions, next_log_prob = self.actor(next_features)
-            target_q = ensemble_min(self.target_critic(target_next_features, next_actions), self.cfg.target_critics)
+            target_q = self.bootstrap_value(
+                ensemble_min(self.target_critic(target_next_features, next_actions), self.cfg.target_critics))
             if self.cfg.backup_entropy:
                 target_q = target_q - alpha * next_log_prob
             return td_target(batch["rewards"], batch["terminals"], target_q, self.cfg.discount)
