@@ -8,7 +8,17 @@ set -euo pipefail
 version=0.6.1
 target="${CALQL_LEROBOT_ENV:-$HOME/.cache/calql_vision/lerobot-$version}"
 stamp="lerobot[dataset]==$version"
-if [ -x "$target/bin/python" ] && [ "$(cat "$target/.built" 2>/dev/null)" = "$stamp" ]; then
+built() { [ -x "$target/bin/python" ] && [ "$(cat "$target/.built" 2>/dev/null)" = "$stamp" ]; }
+if built; then
+  echo "$target/bin/python"
+  exit 0
+fi
+# One build at a time (the tests run in parallel workers): a second caller waits for the
+# first, then finds the environment built.
+mkdir -p "$(dirname "$target")"
+exec 9>"$target.lock"
+flock 9
+if built; then
   echo "$target/bin/python"
   exit 0
 fi
