@@ -25,10 +25,18 @@ from study_runs import evaluations, one_run  # this folder's reader
 SAME_RUN = "the study's own online phase"
 
 
-def line(name: str, seed: int, switch: float, online: list[dict]) -> str:
+def env_steps(online: list[dict]) -> list[int]:
+    return [int(row["env_step"]) for row in online]
+
+
+def line(name: str, seed: int, switch: float, online: list[dict], schedule: list[int]) -> str:
+    """One run's row; where its evaluations fall at other environment steps than the header's
+    (a warm-up delays the updates they count), each success carries its own step."""
     success = [row["eval_success_rate"] for row in online]
+    steps = env_steps(online)
+    cells = [f"{s:.2f}" if steps == schedule[:len(steps)] else f"{s:.2f} @{step:,}" for s, step in zip(success, steps)]
     first = online[0]
-    return (f"| {name} | {seed} | {switch:.2f} | " + " / ".join(f"{s:.2f}" for s in success)
+    return (f"| {name} | {seed} | {switch:.2f} | " + " / ".join(cells)
             + f" | {min(success):.2f} | **{success[-1]:.2f}** | {first['alpha']:.2f} | {first['entropy']:+.2f} |")
 
 
@@ -37,7 +45,7 @@ def variants_of(seed: int, study_run: Path, variants: dict[str, Path], algo: str
     found = {SAME_RUN: evaluations(study_run, "online")}
     for label, folder in variants.items():
         runs = folder / f"seed{seed}" / "lift_state" / algo
-        if runs.is_dir():
+        if runs.is_dir() and (one_run(runs) / "metrics.csv").is_file():  # not a run still starting
             found[label] = evaluations(one_run(runs), "online")
     return {label: online for label, online in found.items() if online}
 
@@ -54,12 +62,12 @@ def main(study: str, algo: str, *variant_args: str) -> None:
         seed = int(seed_dir.name[4:])
         study_run = one_run(seed_dir / "lift_state" / algo)
         switch = evaluations(study_run, "offline")[-1]["eval_success_rate"]
+        schedule = max(schedule, env_steps(evaluations(study_run, "online")), key=len)
         for label, online in variants_of(seed, study_run, variants, algo).items():
-            table.append(line(label, seed, switch, online))
+            table.append(line(label, seed, switch, online, schedule))
             success = [row["eval_success_rate"] for row in online]
             finals.setdefault(label, []).append((switch, min(success), success[-1], len(online)))
-            schedule = max(schedule, online, key=len)
-    steps = " / ".join(f"{int(row['env_step']):,}" for row in schedule)
+    steps = " / ".join(f"{step:,}" for step in schedule)
     print(f"| {algo}: variant | seed | switch | online, {steps} env steps | worst | final "
           f"| alpha at the first online evaluation | entropy there |")
     print("|---|---|---|---|---|---|---|---|")
