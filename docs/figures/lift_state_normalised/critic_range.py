@@ -13,27 +13,26 @@ import sys
 from pathlib import Path
 
 from calql_vision.plotting.runs import read_metrics
-from study_runs import one_run  # this folder's reader
+from study_runs import one_run, variant_run, variants  # this folder's reader
 
 
-def runs_of(study: str, algo: str, variants: list[str]) -> list[tuple[str, int, Path]]:
+def runs_of(study: str, algo: str, folders: dict[str, Path]) -> list[tuple[str, int, Path]]:
     found = []
     for seed_dir in sorted(Path(study, "runs").glob("seed*")):
         seed = int(seed_dir.name[4:])
         found.append(("the study's own online phase", seed, one_run(seed_dir / "lift_state" / algo)))
-        for arg in variants:
-            label, _, folder = arg.rpartition("=")
-            runs = Path(folder, seed_dir.name, "lift_state", algo)
-            if runs.is_dir() and (one_run(runs) / "metrics.csv").is_file():
-                found.append((label, seed, one_run(runs)))
+        for label, folder in folders.items():
+            run = variant_run(folder, seed, algo)
+            if run is not None:
+                found.append((label, seed, run))
     return found
 
 
-def main(study: str, algo: str, *variants: str) -> None:
+def main(study: str, algo: str, *variant_args: str) -> None:
     print(f"| {algo}: variant | seed | Q at the switch | online Q: first row / lowest / last | TD loss: highest / last "
           f"| Monte-Carlo return of the batch, last row | online rows |")
     print("|---|---|---|---|---|---|---|")
-    for label, seed, run in runs_of(study, algo, list(variants)):
+    for label, seed, run in runs_of(study, algo, variants(variant_args)):
         rows = read_metrics(run / "metrics.csv")
         offline = [r for r in rows if r["phase"] == "offline"]
         online = [r for r in rows if r["phase"] == "online"]

@@ -16,6 +16,26 @@ def one_run(folder: Path) -> Path:
     return found
 
 
+def variants(args: list[str] | tuple[str, ...]) -> dict[str, Path]:
+    """`label=folder` arguments -> {label: folder} (SystemExit naming a malformed one)."""
+    found = {}
+    for arg in args:
+        label, sep, folder = arg.rpartition("=")
+        if not sep or not label:
+            raise SystemExit(f"{arg}: expected label=folder")
+        found[label] = Path(folder)
+    return found
+
+
+def variant_run(folder: Path, seed: int, algo: str) -> Path | None:
+    """A variant's run of `seed`, `<folder>/seed<k>/lift_state/<algo>/<run>`; None where there is
+    none or it has not written metrics.csv yet (a run still starting)."""
+    runs = Path(folder) / f"seed{seed}" / "lift_state" / algo
+    if runs.is_dir() and (one_run(runs) / "metrics.csv").is_file():
+        return one_run(runs)
+    return None
+
+
 def has_evaluation(row: dict) -> bool:
     """read_metrics gives nan for an empty cell (and nan is truthy)."""
     value = row.get("eval_success_rate")

@@ -20,7 +20,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from study_runs import evaluations, one_run  # this folder's reader
+from study_runs import evaluations, one_run, variant_run, variants  # this folder's reader
 
 SAME_RUN = "the study's own online phase"
 
@@ -40,30 +40,25 @@ def line(name: str, seed: int, switch: float, online: list[dict], schedule: list
             + f" | {min(success):.2f} | **{success[-1]:.2f}** | {first['alpha']:.2f} | {first['entropy']:+.2f} |")
 
 
-def variants_of(seed: int, study_run: Path, variants: dict[str, Path], algo: str) -> dict[str, list[dict]]:
+def variants_of(seed: int, study_run: Path, folders: dict[str, Path], algo: str) -> dict[str, list[dict]]:
     """Label -> the online evaluations of that variant of this seed (those that have run)."""
     found = {SAME_RUN: evaluations(study_run, "online")}
-    for label, folder in variants.items():
-        runs = folder / f"seed{seed}" / "lift_state" / algo
-        if runs.is_dir() and (one_run(runs) / "metrics.csv").is_file():  # not a run still starting
-            found[label] = evaluations(one_run(runs), "online")
+    for label, folder in folders.items():
+        run = variant_run(folder, seed, algo)
+        if run is not None:
+            found[label] = evaluations(run, "online")
     return {label: online for label, online in found.items() if online}
 
 
 def main(study: str, algo: str, *variant_args: str) -> None:
-    variants = {}
-    for arg in variant_args:
-        label, sep, folder = arg.rpartition("=")
-        if not sep or not label:
-            raise SystemExit(f"{arg}: expected label=folder")
-        variants[label] = Path(folder)
+    folders = variants(variant_args)
     table, finals, schedule = [], {}, []
     for seed_dir in sorted(Path(study, "runs").glob("seed*")):
         seed = int(seed_dir.name[4:])
         study_run = one_run(seed_dir / "lift_state" / algo)
         switch = evaluations(study_run, "offline")[-1]["eval_success_rate"]
         schedule = max(schedule, env_steps(evaluations(study_run, "online")), key=len)
-        for label, online in variants_of(seed, study_run, variants, algo).items():
+        for label, online in variants_of(seed, study_run, folders, algo).items():
             table.append(line(label, seed, switch, online, schedule))
             success = [row["eval_success_rate"] for row in online]
             finals.setdefault(label, []).append((switch, min(success), success[-1], len(online)))
