@@ -169,7 +169,7 @@ def test_clip_bootstrap_bootstraps_from_the_edge_of_the_returns_range(name, extr
     batch = make_batch(8 * build(name).batch_slices, seed=5)  # rewards -1 or 0, some terminals
     low, high = return_range(-1.0, 0.0, 0.99)
     shift = 1e4 if edge == "high" else -1e4
-    targets = {}
+    targets, outside = {}, {}
     for clip in (True, False):
         # Offline (ACA's online target adds its prior) and without the entropy term, so the
         # target is exactly r + gamma (1 - d) V(s').
@@ -178,11 +178,23 @@ def test_clip_bootstrap_bootstraps_from_the_edge_of_the_returns_range(name, extr
         with torch.no_grad():
             for head in agent.target_critic.heads:
                 head[-1].bias.add_(shift)
-        targets[clip] = agent.update(batch)["target_q_mean"]
+        metrics = agent.update(batch)
+        targets[clip] = metrics["target_q_mean"]
+        outside[clip] = (metrics["bootstrap_below_range"], metrics["bootstrap_above_range"])
     bound = high if edge == "high" else low
     expected = (batch["rewards"] + 0.99 * (1 - batch["terminals"]) * bound).mean().item()
     assert targets[True] == pytest.approx(expected, abs=1e-3)
     assert abs(targets[False]) > 1000  # the test would see an unclipped target
+    # The logged shares count the critics' values before the clip, clipped or not.
+    assert outside[True] == outside[False] == ((0.0, 1.0) if edge == "high" else (1.0, 0.0))
+
+
+@pytest.mark.parametrize("name", [name for name, extra in CLIPPED if not extra])
+def test_bootstrap_values_inside_the_returns_range_are_not_counted_outside(name):
+    agent = build(name)
+    agent.return_range = (-1e6, 1e6)
+    metrics = agent.update(make_batch(8 * agent.batch_slices, seed=5))
+    assert (metrics["bootstrap_below_range"], metrics["bootstrap_above_range"]) == (0.0, 0.0)
 
 
 def test_clip_bootstrap_without_a_returns_range_is_an_error():

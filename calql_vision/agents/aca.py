@@ -208,6 +208,7 @@ class ACAAgent(SACAgent):
         self.num_updates += 1
         return self._floats({
             **td_metrics,
+            **self.bootstrap_outside,
             "critic_loss": critic_loss,
             "mc_return_mean": batch["reward_to_go"].mean(),
             "actor_loss": actor_loss,
@@ -268,6 +269,7 @@ class ACAAgent(SACAgent):
         weight = self.prior_weight
         self._decay_prior_weight()
         return self._floats({
+            **self.bootstrap_outside,
             "td_loss": td_loss / q_data.shape[0],
             "critic_loss": td_loss,
             "q_data_mean": q_data.mean(),

@@ -28,7 +28,7 @@ class SACAgent(PixelAgent):
     LEARNING_RATES = {"critic_optimizer": "critic_lr", "actor_optimizer": "actor_lr", "alpha_optimizer": "alpha_lr"}
     METRICS = (
         "td_loss", "critic_loss", "q_data_mean", "target_q_mean", "mc_return_mean",
-        "actor_loss", "alpha", "entropy",
+        "actor_loss", "alpha", "entropy", "bootstrap_below_range", "bootstrap_above_range",
     )
 
     def __init__(self, cfg: Any, encoder_cfg: Any, spec: ObsSpec, device: torch.device, precision: str = "bf16") -> None:
@@ -55,6 +55,9 @@ class SACAgent(PixelAgent):
         # (low, high) of the discounted returns of the rewards trained on; the trainer sets it
         # (calql_vision.losses.return_range). Needed only with algo.clip_bootstrap.
         self.return_range: tuple[float, float] | None = None
+        # The shares of the last update's bootstrap values below and above that range (logged
+        # clipped or not: they show which edge a critic leaves, and which one a clip binds).
+        self.bootstrap_outside: dict[str, torch.Tensor] = {}
 
     def on_online_start(self) -> None:
         self.online = True
@@ -72,6 +75,10 @@ class SACAgent(PixelAgent):
         the range every return lies in. A conservative critic's Q can fall below any return
         (CQL's did, online), and a target outside that range only teaches the critic values no
         policy can have."""
+        if self.return_range is not None:
+            low, high = self.return_range
+            self.bootstrap_outside = {"bootstrap_below_range": (next_q < low).float().mean(),
+                                      "bootstrap_above_range": (next_q > high).float().mean()}
         if not self.cfg.clip_bootstrap:
             return next_q
         if self.return_range is None:
@@ -153,6 +160,7 @@ class SACAgent(PixelAgent):
         self.num_updates += 1
         return self._floats({
             **critic_metrics,
+            **self.bootstrap_outside,
             "critic_loss": critic_loss,
             "mc_return_mean": batch["reward_to_go"].mean(),
             "actor_loss": actor_loss,
