@@ -4,7 +4,8 @@
 #      root, install them from Debian; otherwise name the packages and go on (the
 #      environment then raises an error naming them too).
 #   2. A virtual environment in .venv with the pinned packages of requirements*.txt,
-#      rebuilt only when those files change (a hash of them is kept in .venv).
+#      rebuilt only when those files change (a hash of them is kept in .venv), one build at a
+#      time (.venv.lock).
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
@@ -29,11 +30,19 @@ fi
 PYTHON="${PYTHON:-python3}"
 stamp_value="$({ cat requirements.txt requirements-test.txt; "$PYTHON" --version; } | sha256sum | cut -d' ' -f1)"
 stamp_file=.venv/.requirements.sha256
-if [ ! -f "$stamp_file" ] || [ "$(cat "$stamp_file")" != "$stamp_value" ]; then
-  echo "[setup] creating .venv with the pinned packages (first run: a few minutes, ~5 GB)"
-  rm -rf .venv
-  "$PYTHON" -m venv .venv
-  .venv/bin/python -m pip install -q --upgrade pip
-  .venv/bin/python -m pip install -q -r requirements.txt -r requirements-test.txt
-  echo "$stamp_value" > "$stamp_file"
+stale() { [ ! -f "$stamp_file" ] || [ "$(cat "$stamp_file")" != "$stamp_value" ]; }
+if stale; then
+  # One build at a time: a second caller (a parallel test worker, a study's next command)
+  # waits for the first, then finds .venv built, instead of deleting it half-way through.
+  exec 9>.venv.lock
+  flock 9
+  if stale; then
+    echo "[setup] creating .venv with the pinned packages (first run: a few minutes, ~5 GB)"
+    rm -rf .venv
+    "$PYTHON" -m venv .venv
+    .venv/bin/python -m pip install -q --upgrade pip
+    .venv/bin/python -m pip install -q -r requirements.txt -r requirements-test.txt
+    echo "$stamp_value" > "$stamp_file"  # last: an interrupted build stays stale
+  fi
+  exec 9>&-
 fi
