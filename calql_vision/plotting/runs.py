@@ -122,6 +122,11 @@ def discover_runs(paths: Sequence[Path]) -> list[Run]:
     return sorted(runs, key=lambda r: (r.algo, str(r.seed).zfill(9), r.name))
 
 
+def holds(row: Mapping[str, Any], key: str = "eval_success_rate") -> bool:
+    """Whether a metrics row holds `key` (an empty cell, or nan as read_metrics gives it, does not)."""
+    return not math.isnan(_number(row.get(key)))
+
+
 def evaluations(rows: Sequence[Mapping[str, Any]],
                 key: str = "eval_success_rate") -> list[tuple[str, float, float, float]]:
     """(phase, step, env_step, value) of the rows that hold `key` (default: the deterministic
@@ -131,10 +136,9 @@ def evaluations(rows: Sequence[Mapping[str, Any]],
     same update counts, so every number and figure treats the two alike (calql_vision/control.py)."""
     evals = []
     for row in rows:
-        value = _number(row.get(key))
-        if not math.isnan(value):
+        if holds(row, key):
             phase = "online" if row["phase"] == CONTROL_PHASE else row["phase"]
-            evals.append((phase, _number(row["step"]), _number(row["env_step"]), value))
+            evals.append((phase, _number(row["step"]), _number(row["env_step"]), _number(row[key])))
     return sorted(evals, key=lambda e: e[1])
 
 

@@ -1,5 +1,6 @@
 """Where one method's critic stands against the returns it can have, per seed: the mean Q on the
-batch's data actions (q_data_mean) at the switch and online, and the TD loss, for the study's
+batch's data actions (q_data_mean) at the switch and online, the TD loss, and (runs that log
+them) the shares of the targets' next-state values below and above that range, for the study's
 own online phase and for init_from variants (as switch_variants.py takes them).
 
     PYTHONPATH=. ./run.sh python docs/figures/lift_state_normalised/critic_range.py studies/lift_state_norm cql \\
@@ -9,6 +10,7 @@ With rewards of -1 or 0 and a discount of 0.99 no return lies below -100 (and no
 """
 from __future__ import annotations
 
+import math
 import sys
 from pathlib import Path
 
@@ -30,8 +32,9 @@ def runs_of(study: str, algo: str, folders: dict[str, Path]) -> list[tuple[str, 
 
 def main(study: str, algo: str, *variant_args: str) -> None:
     print(f"| {algo}: variant | seed | Q at the switch | online Q: first row / lowest / last | TD loss: highest / last "
-          f"| Monte-Carlo return of the batch, last row | online rows |")
-    print("|---|---|---|---|---|---|---|")
+          f"| Monte-Carlo return of the batch, last row | bootstrap below / above the range: offline / online mean "
+          f"| online rows |")
+    print("|---|---|---|---|---|---|---|---|")
     for label, seed, run in runs_of(study, algo, variants(variant_args)):
         rows = read_metrics(run / "metrics.csv")
         offline = [r for r in rows if r["phase"] == "offline"]
@@ -42,7 +45,18 @@ def main(study: str, algo: str, *variant_args: str) -> None:
         q = [r["q_data_mean"] for r in online]
         td = [r["td_loss"] for r in online]
         print(f"| {label} | {seed} | {switch} | {q[0]:.1f} / {min(q):.1f} / {q[-1]:.1f} | {max(td):.1f} / {td[-1]:.1f} "
-              f"| {online[-1]['mc_return_mean']:.1f} | {len(online)} |")
+              f"| {online[-1]['mc_return_mean']:.1f} | {outside(offline)} / {outside(online)} | {len(online)} |")
+
+
+def outside(rows: list[dict]) -> str:
+    """Mean shares (%) of bootstrap values below and above the returns' range; '-' for runs made
+    before the agents logged them (and for a variant's offline phase, which is the study's)."""
+    def mean(key: str) -> float:
+        values = [r[key] for r in rows if not math.isnan(r.get(key, math.nan))]
+        return sum(values) / len(values) if values else math.nan
+
+    below, above = mean("bootstrap_below_range"), mean("bootstrap_above_range")
+    return "-" if math.isnan(below) else f"{100 * below:.1f}% / {100 * above:.1f}%"
 
 
 if __name__ == "__main__":

@@ -17,7 +17,8 @@ from pathlib import Path
 
 import numpy as np
 from omegaconf import OmegaConf
-from study_runs import evaluations, has_evaluation, summary_path  # this folder's reader
+from calql_vision.plotting.runs import holds
+from study_runs import evaluations, summary_path  # this folder's reader
 
 
 def run_dirs(study: Path) -> list[Path]:
@@ -67,7 +68,7 @@ def report(study: Path, episodes: int) -> None:
         redone = []
         for row in rows:
             row = dict(row)
-            if has_evaluation(row):
+            if holds(row):
                 step = int(row["step"])
                 path = summary_path(run, step) or (summary_path(source, step) if source else None)
                 if path is None:  # an early online evaluation: no checkpoint was kept there
@@ -92,7 +93,7 @@ def report(study: Path, episodes: int) -> None:
         original, redone = rows_with(run, source)
         table.setdefault(algo, {})[seed] = (run_numbers(original, 0.5), run_numbers(redone, 0.5))
         for row in redone:
-            if has_evaluation(row):
+            if holds(row):
                 trend.setdefault(algo, {}).setdefault(int(row["step"]), []).append(float(row["eval_success_rate"]))
     fields = ["switch", "worst", "dip", "final", "stability_offline", "stability_online"]
     print(f"| algorithm | seeds | episodes | {' | '.join(fields)} |")

@@ -1,13 +1,12 @@
 """What the scripts in this folder read from a study's runs: the one run in a folder, its
-evaluations from metrics.csv (calql_vision.plotting.runs.read_metrics: a resume's repeated
+evaluations from metrics.csv (calql_vision.plotting.runs.read_metrics and holds: a resume's repeated
 steps and a half-written last line are dropped), and evaluate's re-evaluation summaries."""
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 
-from calql_vision.plotting.runs import read_metrics
+from calql_vision.plotting.runs import holds, read_metrics
 
 
 def one_run(folder: Path) -> Path:
@@ -36,16 +35,10 @@ def variant_run(folder: Path, seed: int, algo: str) -> Path | None:
     return None
 
 
-def has_evaluation(row: dict) -> bool:
-    """read_metrics gives nan for an empty cell (and nan is truthy)."""
-    value = row.get("eval_success_rate")
-    return value is not None and not math.isnan(value)
-
-
 def evaluations(run: Path, phase: str | None = None) -> list[dict]:
     """The run's metric rows that hold an evaluation, in step order; only `phase`'s if given."""
     return [row for row in read_metrics(Path(run) / "metrics.csv")
-            if has_evaluation(row) and (phase is None or row["phase"] == phase)]
+            if holds(row) and (phase is None or row["phase"] == phase)]
 
 
 def summary_path(run: Path, step: int) -> Path | None:
