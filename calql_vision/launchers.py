@@ -26,18 +26,27 @@ from calql_vision.config import ConfigError
 PR_SET_PDEATHSIG = 1
 
 
-def _stop_with_compare_hook():
-    """The preexec_fn of each local trainer: SIGTERM when compare dies, however it dies
-    (kill -9 included), so no trainer runs on unattended; it stops at a safe point with a
-    checkpoint and the next compare resumes it. Linux's PR_SET_PDEATHSIG; None (nothing)
-    elsewhere. prctl is looked up here, in compare: the forked child only calls it."""
+def _trainer_start_hook():
+    """The preexec_fn of each local trainer.
+
+    * Ctrl-C's default handling back: a compare started with SIGINT ignored (`compare ... &` in
+      a script) would hand that on, and a trainer still loading when compare passed its stop
+      would never see it and train to the end. Trainers run in sessions of their own, so the
+      only SIGINT one gets is compare's.
+    * SIGTERM when compare dies, however it dies (kill -9 included), so no trainer runs on
+      unattended; it stops at a safe point with a checkpoint and the next compare resumes it.
+      Linux's PR_SET_PDEATHSIG; elsewhere not set. prctl is looked up here, in compare: the
+      forked child only calls it."""
     try:
         prctl = ctypes.CDLL(None, use_errno=True).prctl
     except (OSError, AttributeError):
-        return None
+        prctl = None
     compare_pid = os.getpid()
 
     def hook() -> None:
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        if prctl is None:
+            return
         prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
         if os.getppid() != compare_pid:  # compare died before the line above took effect
             os.kill(os.getpid(), signal.SIGTERM)
@@ -53,7 +62,7 @@ class LocalLauncher:
     stops_runs_on_interrupt = True
 
     def __init__(self) -> None:
-        self._hook = _stop_with_compare_hook()
+        self._hook = _trainer_start_hook()
 
     def start(self, command: list[str], log: Path, job_name: str, runs_folder: Path) -> subprocess.Popen:
         with open(log, "a") as handle:

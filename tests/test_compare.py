@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -111,7 +112,6 @@ def test_compare_sets_seed_and_algo_itself(tmp_path):
 def test_a_compare_killed_outright_leaves_no_trainer_behind_and_its_rerun_finishes_every_run(lift_demos, tmp_path):
     import os
     import signal
-    import time
 
     out = tmp_path / "study"
     args = [*TINY_TRAIN_ARGS, "algos=[calql]", "seeds=[0]", "control=false", f"out={out}", f"dataset={lift_demos}",
@@ -151,3 +151,36 @@ def test_a_failure_s_reason_is_this_attempt_s_error_line_or_its_signal(tmp_path)
     with open(log, "a") as handle:
         handle.write("\nTraceback (most recent call last):\nValueError: bad\n")
     assert last_error(log, 1, start) == "ValueError: bad"
+
+
+
+def test_a_trainer_started_by_a_compare_that_ignores_ctrl_c_still_stops_on_it_while_loading(tmp_path):
+    """`compare ... &` in a script starts compare with SIGINT ignored, and compare stops its
+    trainers with SIGINT. A trainer that inherited the ignore would miss a stop sent while it
+    loads (before it installs its own handlers) and train to the end while compare waits."""
+    import os
+    import signal
+
+    from calql_vision.launchers import LocalLauncher
+    from calql_vision.startup import PAUSE_VARIABLE
+
+    log = tmp_path / "train.log"
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # as compare has it then
+    try:
+        os.environ[PAUSE_VARIABLE] = "import"  # the trainer waits for a signal while it loads
+        trainer = LocalLauncher().start([sys.executable, "-m", "calql_vision.train"], log, "calql-seed0", tmp_path)
+    finally:
+        del os.environ[PAUSE_VARIABLE]
+        signal.signal(signal.SIGINT, previous)
+    try:
+        deadline = time.monotonic() + 120
+        while "paused at import" not in log.read_text():
+            assert trainer.poll() is None and time.monotonic() < deadline, log.read_text()[-2000:]
+            time.sleep(0.1)
+        trainer.send_signal(signal.SIGINT)  # what compare sends
+        assert trainer.wait(timeout=60) == 128 + signal.SIGINT
+    except subprocess.TimeoutExpired:
+        pytest.fail("the trainer ignored compare's stop")
+    finally:
+        trainer.kill()
+    assert log.read_text().strip().splitlines()[-1] == "stopped by SIGINT during start-up"
