@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from calql_vision.config import BenchConfig, ConfigError, load_config
+from calql_vision.losses import return_range
 from calql_vision.startup import run_program
 
 DESCRIPTION = __doc__.split("\n\n")[0] + """
@@ -146,7 +147,10 @@ def main(argv: list[str] | None = None) -> int:
     phases = (["offline"] if algorithm(cfg.algo.name).pretrains else []) + ["online"]
     def batch_for(learner) -> dict:  # an online update may take several slices (critic_updates)
         rows = cfg.batch_size * learner.batch_slices
-        return synthetic_batch(image_keys, image_shape, proprio_dim, action_dim, rows, device)
+        batch = synthetic_batch(image_keys, image_shape, proprio_dim, action_dim, rows, device)
+        learner.return_range = return_range(float(batch["rewards"].min()), float(batch["rewards"].max()),
+                                            cfg.algo.discount)  # what algo.clip_bootstrap clips to
+        return batch
 
     chosen_rate = None
     for phase in phases:

@@ -133,8 +133,7 @@ class Trainer:
             self.online_replay = FrameReplay(capacity, image_shapes, spec.proprio_dim, spec.action_dim)
 
         self.agent = make_agent(cfg.algo, cfg.encoder, spec, self.device, self.precision)
-        if hasattr(self.agent, "return_range"):
-            self.agent.return_range = self._return_range()
+        self.agent.return_range = self._return_range()
         # Pretraining runs only for algorithms that pretrain, and not when init_from gives it.
         self.offline_steps = cfg.offline_steps if self.algorithm.pretrains and cfg.init_from is None else 0
         # The update the online phase starts after; a control (control_of) trains on offline past it

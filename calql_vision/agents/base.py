@@ -69,6 +69,10 @@ class PixelAgent:
         self.state_normalizer = StateNormalizer(spec.proprio_dim).to(device)
         self.augment = RandomShift(pad=encoder_cfg.augment_pad)
         self.num_updates = 0
+        # (low, high) of the discounted returns of the rewards this agent trains on, told by whoever
+        # trains it (the trainer, bench; calql_vision.losses.return_range): an agent that clips
+        # its TD targets' bootstrap to it (algo.clip_bootstrap) refuses to update without it.
+        self.return_range: tuple[float, float] | None = None
 
     # ------------------------------------------------------------------ encoding and acting
     def _autocast(self):

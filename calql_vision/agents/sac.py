@@ -52,9 +52,6 @@ class SACAgent(PixelAgent):
         self.actor_optimizer = torch.optim.Adam(self.actor.parameters(), lr=cfg.actor_lr)
         self.alpha_optimizer = torch.optim.Adam([self.log_alpha], lr=cfg.alpha_lr)
         self.online = False
-        # (low, high) of the discounted returns of the rewards trained on; the trainer sets it
-        # (calql_vision.losses.return_range). Needed only with algo.clip_bootstrap.
-        self.return_range: tuple[float, float] | None = None
         # The shares of the last update's bootstrap values below and above that range (logged
         # clipped or not: they show which edge a critic leaves, and which one a clip binds).
         self.bootstrap_outside: dict[str, torch.Tensor] = {}
@@ -83,7 +80,7 @@ class SACAgent(PixelAgent):
             return next_q
         if self.return_range is None:
             raise ValueError("algo.clip_bootstrap needs the range of the returns: set agent.return_range "
-                             "(calql_vision.losses.return_range)")
+                             "(calql_vision.losses.return_range) before updating")
         return next_q.clamp(*self.return_range)
 
     def sac_target(self, batch: dict, next_features: torch.Tensor, target_next_features: torch.Tensor,

@@ -32,7 +32,7 @@ def runs_of(study: str, algo: str, folders: dict[str, Path]) -> list[tuple[str, 
 
 def main(study: str, algo: str, *variant_args: str) -> None:
     print(f"| {algo}: variant | seed | Q at the switch | online Q: first row / lowest / last | TD loss: highest / last "
-          f"| Monte-Carlo return of the batch, last row | bootstrap below / above the range: offline / online mean "
+          f"| Monte-Carlo return of the batch, last row | bootstrap values below / above the range (mean of the rows): offline; online "
           f"| online rows |")
     print("|---|---|---|---|---|---|---|---|")
     for label, seed, run in runs_of(study, algo, variants(variant_args)):
@@ -45,7 +45,7 @@ def main(study: str, algo: str, *variant_args: str) -> None:
         q = [r["q_data_mean"] for r in online]
         td = [r["td_loss"] for r in online]
         print(f"| {label} | {seed} | {switch} | {q[0]:.1f} / {min(q):.1f} / {q[-1]:.1f} | {max(td):.1f} / {td[-1]:.1f} "
-              f"| {online[-1]['mc_return_mean']:.1f} | {outside(offline)} / {outside(online)} | {len(online)} |")
+              f"| {online[-1]['mc_return_mean']:.1f} | {outside(offline)}; {outside(online)} | {len(online)} |")
 
 
 def outside(rows: list[dict]) -> str:
