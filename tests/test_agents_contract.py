@@ -10,6 +10,7 @@ from omegaconf import OmegaConf
 
 from calql_vision.agents import ALGORITHMS, ObsSpec, algo_schema, make_agent
 from calql_vision.config import EncoderConfig, load_group_file
+from calql_vision.losses import return_range
 
 SPEC = ObsSpec(image_keys=("agentview_image",), image_shape=(3, 32, 32), proprio_dim=9, action_dim=7)
 TINY = {"hidden_dims": [32, 32], "cql_n_actions": 3}
@@ -25,7 +26,9 @@ def build(name: str, seed: int = 0, **overrides):
                            overrides)
     encoder = OmegaConf.merge(OmegaConf.structured(EncoderConfig), {"channels": 8, "strides": [2, 2], "feature_dim": 16})
     torch.manual_seed(seed)
-    return make_agent(algo, encoder, SPEC, torch.device("cpu"), "fp32")
+    agent = make_agent(algo, encoder, SPEC, torch.device("cpu"), "fp32")
+    agent.return_range = return_range(-1.0, 0.0, float(algo.discount))  # as the trainer tells it: make_batch's rewards
+    return agent
 
 
 def make_batch(rows: int, seed: int = 0) -> dict:
@@ -164,8 +167,6 @@ CLIPPED += [("calql", {"cql_max_target_backup": False}), ("calql", {"cql_max_tar
 def test_clip_bootstrap_bootstraps_from_the_edge_of_the_returns_range(name, extra, edge):
     """Target critics far above (below) any return: with clip_bootstrap every TD target is
     r + gamma (1 - d) * the range's high (low) edge; without it, the critics' value passes."""
-    from calql_vision.losses import return_range
-
     batch = make_batch(8 * build(name).batch_slices, seed=5)  # rewards -1 or 0, some terminals
     low, high = return_range(-1.0, 0.0, 0.99)
     shift = 1e4 if edge == "high" else -1e4
@@ -199,13 +200,12 @@ def test_bootstrap_values_inside_the_returns_range_are_not_counted_outside(name)
 
 def test_clip_bootstrap_without_a_returns_range_is_an_error():
     agent = build("calql", clip_bootstrap=True)
+    agent.return_range = None  # nobody told it
     with pytest.raises(ValueError, match="clip_bootstrap needs the range of the returns"):
         agent.update(make_batch(8))
 
 
 def test_the_returns_range_holds_every_discounted_return():
-    from calql_vision.losses import return_range
-
     assert return_range(-1.0, 0.0, 0.99) == pytest.approx((-100.0, 0.0))
     assert return_range(0.0, 1.0, 0.9) == pytest.approx((0.0, 10.0))
     assert return_range(0.5, 1.0, 0.5) == pytest.approx((0.0, 2.0))  # an episode may end after one step

@@ -14,6 +14,7 @@ from omegaconf import OmegaConf
 
 from calql_vision.agents import ALGORITHMS, ObsSpec, algo_schema, make_agent
 from calql_vision.config import ConfigError, EncoderConfig, TrainConfig, load_config, load_group_file
+from calql_vision.losses import return_range
 from conftest import ROOT, task_config
 from encoders import StateEncoder, StateNormalizer, build_encoder
 from encoders.normalize import STD_EPSILON
@@ -66,7 +67,9 @@ def build_state_agent(name: str, hidden_dims: list[int]):
     encoder = OmegaConf.merge(OmegaConf.structured(EncoderConfig), load_group_file("encoder", "state"),
                               {"hidden_dims": hidden_dims, "feature_dim": 16})
     torch.manual_seed(0)
-    return make_agent(algo, encoder, STATE_SPEC, torch.device("cpu"), "bf16")
+    agent = make_agent(algo, encoder, STATE_SPEC, torch.device("cpu"), "bf16")
+    agent.return_range = return_range(-1.0, 0.0, float(algo.discount))  # as the trainer tells it: state_batch's rewards
+    return agent
 
 
 def state_batch(rows: int, seed: int = 0) -> dict:
