@@ -190,6 +190,26 @@ def test_clip_bootstrap_bootstraps_from_the_edge_of_the_returns_range(name, extr
     assert outside[True] == outside[False] == ((0.0, 1.0) if edge == "high" else (1.0, 0.0))
 
 
+@pytest.mark.parametrize("edge", ["high", "low"])
+def test_aca_online_clips_the_whole_q_it_bootstraps_from(edge):
+    """Online, ACA's Q is R + w c(log pi_0): the clip bounds that sum, so the prior cannot carry
+    a target past the returns' range."""
+    batch = make_batch(8, seed=5)
+    low, high = return_range(-1.0, 0.0, 0.99)
+    agent = build("aca", clip_bootstrap=True, backup_entropy=False)
+    agent.update(make_batch(8, seed=0))
+    agent.on_online_start()
+    agent.return_range = (low, high)
+    with torch.no_grad():
+        for head in agent.target_critic.heads:
+            head[-1].bias.add_(1e4 if edge == "high" else -1e4)
+    metrics = agent.update(batch)
+    bound = high if edge == "high" else low
+    expected = (batch["rewards"] + 0.99 * (1 - batch["terminals"]) * bound).mean().item()
+    assert metrics["prior_mean"] != pytest.approx(0.0, abs=1e-3)  # the prior would show if it passed the clip
+    assert metrics["target_q_mean"] == pytest.approx(expected, abs=1e-3)
+
+
 @pytest.mark.parametrize("name", [name for name, extra in CLIPPED if not extra])
 def test_bootstrap_values_inside_the_returns_range_are_not_counted_outside(name):
     agent = build(name)

@@ -247,9 +247,11 @@ class ACAAgent(SACAgent):
 
         with torch.no_grad():
             next_actions, next_log_prob = self.actor(next_features)
-            target_r = self.bootstrap_value(
-                ensemble_min(self.target_critic(target_next_features, next_actions), cfg.target_critics))
-            next_value = target_r + self._prior(reference_next, next_actions) - self._entropy_backup(alpha, next_log_prob)
+            # The clip (algo.clip_bootstrap) bounds Q(s', a') = R + w c(log pi_0), the value the
+            # target bootstraps from, not the residual R alone.
+            next_q = (ensemble_min(self.target_critic(target_next_features, next_actions), cfg.target_critics)
+                      + self._prior(reference_next, next_actions))
+            next_value = self.bootstrap_value(next_q) - self._entropy_backup(alpha, next_log_prob)
             target = td_target(batch["rewards"], batch["terminals"], next_value, cfg.discount)
             prior_data = self._prior(reference, batch["actions"])
             log_pi_data = self.actor.log_prob(features.detach(), batch["actions"])
