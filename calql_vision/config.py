@@ -301,7 +301,8 @@ class TrainConfig:
     )
     filter_key: Optional[str] = doc("train", "mask/<key> of the dataset to train on (all demos if the file has no masks)")
     max_demos: Optional[int] = doc(None, "use at most this many demos", valid=AT_LEAST_1)
-    reward_scale: float = doc(1.0, "r' = scale * r + bias, for both phases")
+    reward_scale: float = doc(1.0, "r' = scale * r + bias, for both phases; the bias is the step's cost, so scaling "
+                                   "the whole reward sets both (reward_scale=10 reward_bias=-10)")
     reward_bias: float = doc(-1.0, "r' = scale * r + bias (sparse 0/1 reward -> -1/0)")
     offline_steps: int = doc(100_000, "gradient steps of offline pretraining", valid=AT_LEAST_0)
     online_env_steps: int = doc(100_000, "environment steps of online fine-tuning", valid=AT_LEAST_0)
