@@ -162,29 +162,36 @@ CLIPPED = [(name, {}) for name in sorted(ALGORITHMS) if "clip_bootstrap" in Omeg
 CLIPPED += [("calql", {"cql_max_target_backup": False}), ("calql", {"cql_max_target_backup": True})]
 
 
+def push_target_critics_past(agent, edge: str) -> None:
+    """Move every target critic's output 1e4 above (edge "high") or below ("low") any return."""
+    with torch.no_grad():
+        for head in agent.target_critic.heads:
+            head[-1].bias.add_(1e4 if edge == "high" else -1e4)
+
+
+def target_from_the_edge(batch: dict, edge: str) -> float:
+    """The batch's mean TD target when every bootstrap is the returns' range's edge: r + gamma
+    (1 - d) * edge, at gamma 0.99 and make_batch's -1/0 rewards (the range build tells agents)."""
+    low, high = return_range(-1.0, 0.0, 0.99)
+    return (batch["rewards"] + 0.99 * (1 - batch["terminals"]) * (high if edge == "high" else low)).mean().item()
+
+
 @pytest.mark.parametrize("name,extra", CLIPPED, ids=lambda v: str(v) if isinstance(v, str) else "-".join(map(str, v.values())))
 @pytest.mark.parametrize("edge", ["high", "low"])
 def test_clip_bootstrap_bootstraps_from_the_edge_of_the_returns_range(name, extra, edge):
     """Target critics far above (below) any return: with clip_bootstrap every TD target is
     r + gamma (1 - d) * the range's high (low) edge; without it, the critics' value passes."""
     batch = make_batch(8 * build(name).batch_slices, seed=5)  # rewards -1 or 0, some terminals
-    low, high = return_range(-1.0, 0.0, 0.99)
-    shift = 1e4 if edge == "high" else -1e4
     targets, outside = {}, {}
     for clip in (True, False):
         # Offline (ACA's online target adds its prior) and without the entropy term, so the
         # target is exactly r + gamma (1 - d) V(s').
         agent = build(name, clip_bootstrap=clip, backup_entropy=False, **extra)
-        agent.return_range = (low, high)
-        with torch.no_grad():
-            for head in agent.target_critic.heads:
-                head[-1].bias.add_(shift)
+        push_target_critics_past(agent, edge)
         metrics = agent.update(batch)
         targets[clip] = metrics["target_q_mean"]
         outside[clip] = (metrics["bootstrap_below_range"], metrics["bootstrap_above_range"])
-    bound = high if edge == "high" else low
-    expected = (batch["rewards"] + 0.99 * (1 - batch["terminals"]) * bound).mean().item()
-    assert targets[True] == pytest.approx(expected, abs=1e-3)
+    assert targets[True] == pytest.approx(target_from_the_edge(batch, edge), abs=1e-3)
     assert abs(targets[False]) > 1000  # the test would see an unclipped target
     # The logged shares count the critics' values before the clip, clipped or not.
     assert outside[True] == outside[False] == ((0.0, 1.0) if edge == "high" else (1.0, 0.0))
@@ -195,19 +202,13 @@ def test_aca_online_clips_the_whole_q_it_bootstraps_from(edge):
     """Online, ACA's Q is R + w c(log pi_0): the clip bounds that sum, so the prior cannot carry
     a target past the returns' range."""
     batch = make_batch(8, seed=5)
-    low, high = return_range(-1.0, 0.0, 0.99)
     agent = build("aca", clip_bootstrap=True, backup_entropy=False)
     agent.update(make_batch(8, seed=0))
     agent.on_online_start()
-    agent.return_range = (low, high)
-    with torch.no_grad():
-        for head in agent.target_critic.heads:
-            head[-1].bias.add_(1e4 if edge == "high" else -1e4)
+    push_target_critics_past(agent, edge)
     metrics = agent.update(batch)
-    bound = high if edge == "high" else low
-    expected = (batch["rewards"] + 0.99 * (1 - batch["terminals"]) * bound).mean().item()
     assert metrics["prior_mean"] != pytest.approx(0.0, abs=1e-3)  # the prior would show if it passed the clip
-    assert metrics["target_q_mean"] == pytest.approx(expected, abs=1e-3)
+    assert metrics["target_q_mean"] == pytest.approx(target_from_the_edge(batch, edge), abs=1e-3)
 
 
 @pytest.mark.parametrize("name", [name for name, extra in CLIPPED if not extra])
