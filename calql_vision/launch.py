@@ -93,8 +93,9 @@ def machine_preset(argv: list[str]) -> tuple[list[str], str | None]:
     if device.startswith("cuda") or (device == "auto" and torch.cuda.is_available()):
         return argv, None
     return [*argv, "preset=cpu"], ("note: no GPU, so preset=cpu: batch 64, 20k offline updates, 20k online env "
-                                   "steps, evaluations every 2k (camera tasks: 64 px, a 16-channel encoder); "
-                                   "preset=none keeps the paper-scale settings of configs/base.yaml")
+                                   "steps, evaluations every 2k (camera tasks: 64 px, a 16-channel encoder), where the "
+                                   "command line sets no other value; preset=none keeps the paper-scale settings "
+                                   "of configs/base.yaml")
 
 
 # Settings a resume may change: budgets, logging, the machine, and the learning rates (applied

@@ -22,7 +22,7 @@ from calql_vision.checkpoint import checkpoint_differences
 from calql_vision.config import ConfigError, TrainConfig, load_config
 from calql_vision.run_dir import RunDir, RunDirBusy, find_resume_point
 from calql_vision.startup import PAUSE_VARIABLE
-from calql_vision.launch import DESCRIPTION, PRESETS
+from calql_vision.launch import DESCRIPTION, PRESETS, machine_preset
 from conftest import ROOT, TINY_ALGO_ARGS, TINY_STATE_ARGS, TINY_TRAIN_ARGS
 
 
@@ -89,6 +89,24 @@ def test_valid_extremes_and_switched_off_clips_are_accepted():
     cfg = train_config("algo.mixing_ratio=0", "algo.mixing_ratio=null", "algo.cql_clip_diff_min=-inf",
                        "offline_steps=0", "algo.discount=0.999")
     assert cfg.algo.mixing_ratio is None and cfg.algo.cql_clip_diff_min == float("-inf")
+
+
+def test_without_a_gpu_the_cpu_preset_is_picked_and_said_and_the_command_line_still_wins():
+    argv, note = machine_preset(["task=pick_place_visual", "offline_steps=6000", "device=cpu"])
+    assert argv[-1] == "preset=cpu" and note.startswith("note: no GPU, so preset=cpu") and "\n" not in note
+    cfg = train_config(*argv)
+    assert (cfg.task.image_size, cfg.encoder.channels, cfg.batch_size) == (64, 16, 64)
+    assert (cfg.offline_steps, cfg.online_env_steps) == (6000, 20_000)  # the command line's value, the preset's
+
+
+@pytest.mark.parametrize("argv", [["preset=none"], ["preset=quick"], ["device=cuda"], ["device=cuda:1"]])
+def test_a_named_preset_or_a_cuda_device_keeps_the_command_line_as_it_is(argv):
+    assert machine_preset(argv) == (argv, None)
+
+
+def test_preset_none_keeps_the_paper_scale_of_the_base_config():
+    cfg = train_config(*machine_preset(["task=pick_place_visual", "preset=none", "device=cpu"])[0])
+    assert (cfg.task.image_size, cfg.batch_size, cfg.offline_steps) == (84, 256, 100_000)
 
 
 @pytest.mark.slow
