@@ -92,10 +92,21 @@ def machine_preset(argv: list[str]) -> tuple[list[str], str | None]:
     device = next((arg.split("=", 1)[1] for arg in reversed(argv) if arg.startswith("device=")), "auto")
     if device.startswith("cuda") or (device == "auto" and torch.cuda.is_available()):
         return argv, None
-    return [*argv, "preset=cpu"], ("note: no GPU, so preset=cpu: batch 64, 20k offline updates, 20k online env "
-                                   "steps, evaluations every 2k (camera tasks: 64 px, a 16-channel encoder), where the "
-                                   "command line sets no other value; preset=none keeps the paper-scale settings "
-                                   "of configs/base.yaml")
+    # Only a key=value of the same key beats the preset: group files (task=, encoder=) load before it.
+    given = {arg.split("=", 1)[0] for arg in argv if "=" in arg}
+    preset = [f"{key}={value}" for key, value in _dotted(PRESETS["cpu"]) if key not in given]
+    return [*argv, "preset=cpu"], (f"note: no GPU, so preset=cpu sets {' '.join(preset) or 'nothing'} "
+                                   "(what the command line sets stays); preset=none keeps the paper-scale "
+                                   "settings of configs/base.yaml")
+
+
+def _dotted(settings: dict, prefix: str = "") -> Iterator[tuple[str, Any]]:
+    """(dotted key, value) for every leaf of a nested settings dict; lists print as key=value does."""
+    for key, value in settings.items():
+        if isinstance(value, dict):
+            yield from _dotted(value, f"{prefix}{key}.")
+        else:
+            yield f"{prefix}{key}", (f"[{','.join(map(str, value))}]" if isinstance(value, list) else value)
 
 
 # Settings a resume may change: budgets, logging, the machine, and the learning rates (applied

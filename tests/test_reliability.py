@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from omegaconf import OmegaConf
 
 from calql_vision.checkpoint import checkpoint_differences
 from calql_vision.config import ConfigError, TrainConfig, load_config
@@ -97,6 +98,10 @@ def test_without_a_gpu_the_cpu_preset_is_picked_and_said_and_the_command_line_st
     cfg = train_config(*argv)
     assert (cfg.task.image_size, cfg.encoder.channels, cfg.batch_size) == (64, 16, 64)
     assert (cfg.offline_steps, cfg.online_env_steps) == (6000, 20_000)  # the command line's value, the preset's
+    # The note names exactly what the preset set in this run, with the values the run got.
+    said = dict(item.split("=", 1) for item in note.split(" sets ", 1)[1].split(" (", 1)[0].split())
+    assert "offline_steps" not in said and said["online_env_steps"] == "20000"
+    assert {key: str(OmegaConf.select(cfg, key)).replace(" ", "") for key in said} == said
 
 
 @pytest.mark.parametrize("argv", [["preset=none"], ["preset=quick"], ["device=cuda"], ["device=cuda:1"]])
