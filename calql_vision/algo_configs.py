@@ -39,6 +39,10 @@ class AlgoConfig:
         "policy", "who acts during the warm-up: random (uniform actions) | policy (the agent)",
         valid=OneOf(("random", "policy")),
     )
+    explore_std_scale: float = doc(
+        1.0, "online: the collecting policy's pre-tanh std times this (1 = sample pi itself, 0 = its mean); "
+        "the losses and evaluations use pi unchanged", valid=AT_LEAST_0,
+    )
 
 
 @dataclass

@@ -116,6 +116,13 @@ class TanhGaussianActor(nn.Module):
         noise = torch.randn(mean.shape, generator=generator, device=generator.device).to(mean.device)
         return torch.tanh(mean + log_std.exp() * noise)
 
+    def explore(self, features: torch.Tensor, std_scale: float) -> torch.Tensor:
+        """tanh(mean + std_scale * std * noise) from torch's global stream: pi with its spread
+        narrowed (std_scale < 1) or widened, for collecting data; no log-probability, as the
+        losses never see these actions' density."""
+        mean, log_std = self.distribution(features)
+        return torch.tanh(mean + std_scale * log_std.exp() * torch.randn_like(mean))
+
     def log_prob(self, features: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
         """log pi(a | s) of given actions: features (B, D), actions (B, A) -> (B,).
         Differentiable in both; actions on the boundary are read just inside (-1, 1)."""

@@ -363,7 +363,8 @@ class Trainer:
         policy_rows = [i for i in range(count) if first + i >= random_until]
         if policy_rows:
             batch = self.online_episodes.observations()
-            actions[policy_rows] = self._act({k: v[policy_rows] for k, v in batch.items()}, deterministic=False)
+            actions[policy_rows] = self._act({k: v[policy_rows] for k, v in batch.items()}, deterministic=False,
+                                             std_scale=cfg.algo.explore_std_scale)
         for episode in self.online_episodes.step(actions, counters):
             self._store_episode(episode)
         counters["env_step"] += count
@@ -402,10 +403,11 @@ class Trainer:
                                f"({self._phase()} phase, env step {self.counters['env_step']}): {'; '.join(what)}; "
                                + self._divergence_advice())
 
-    def _act(self, obs: dict, deterministic: bool, generator: torch.Generator | None = None) -> np.ndarray:
+    def _act(self, obs: dict, deterministic: bool, generator: torch.Generator | None = None,
+             std_scale: float = 1.0) -> np.ndarray:
         """The agent's action; a non-finite one (finite weights can still overflow the
         activations) is divergence too, reported before the environment rejects it."""
-        action = self.agent.act(obs, deterministic=deterministic, generator=generator)
+        action = self.agent.act(obs, deterministic=deterministic, generator=generator, std_scale=std_scale)
         if not np.isfinite(action).all():
             raise TrainingDiverged(f"the policy produced a non-finite action after update {self.counters['step']} "
                                    f"({self._phase()} phase); {self._divergence_advice()}")

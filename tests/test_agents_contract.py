@@ -93,6 +93,21 @@ def test_act_shapes_and_determinism(name, phase):
     np.testing.assert_allclose(actions, np.stack([action] * 3), atol=1e-6)
 
 
+@pytest.mark.parametrize("name", sorted(ALGORITHMS))
+def test_explore_std_scale_narrows_the_collecting_noise_and_zero_acts_with_the_mean(name):
+    agent = agent_in_phase(name, "online")
+    rng = np.random.default_rng(1)
+    batch = {"agentview_image": rng.integers(0, 256, (4, *SPEC.image_shape), dtype=np.uint8), "proprio": rng.normal(size=(4, 9))}
+    mean = np.arctanh(agent.act(batch, deterministic=True))
+    drawn = {}
+    for scale in (1.0, 0.5, 0.0):
+        torch.manual_seed(7)  # the same noise for every scale
+        drawn[scale] = np.arctanh(agent.act(batch, deterministic=False, std_scale=scale))
+    assert np.abs(drawn[1.0] - mean).min() > 1e-3  # pi's own noise is there
+    np.testing.assert_allclose(drawn[0.5] - mean, 0.5 * (drawn[1.0] - mean), atol=1e-4)
+    np.testing.assert_allclose(drawn[0.0], mean, atol=1e-5)
+
+
 @pytest.mark.parametrize("name,phase", CASES)
 def test_the_actor_loss_never_moves_the_encoder(name, phase):
     agent = agent_in_phase(name, phase)

@@ -155,6 +155,29 @@ def test_online_batches_mix_as_the_method_says(name, expected_offline, lift_demo
         assert abs(np.mean(shares) - union_share) < 0.06 and len(set(shares)) > 1
 
 
+def test_online_collection_acts_with_the_configured_explore_std_scale(lift_demos, tmp_path):
+    trainer = build_trainer("calql", lift_demos, tmp_path / "run", "algo.explore_std_scale=0")
+    calls, act = [], trainer.agent.act
+
+    def recording_act(obs, deterministic, generator=None, std_scale=1.0):
+        action = act(obs, deterministic, generator, std_scale)
+        calls.append((obs, action))
+        return action
+
+    trainer.agent.act = recording_act
+    try:
+        trainer.agent.on_online_start()
+        trainer.online_episodes.start(trainer.counters)
+        for _ in range(3):  # no update is owed before the first episode ends: the policy stays put
+            trainer._step_environments()
+        trainer.agent.act = act
+        assert len(calls) == 3 and trainer.counters["step"] == 0
+        for obs, action in calls:  # scale 0: every collecting action is the policy's mean
+            np.testing.assert_allclose(action, act(obs, deterministic=True), atol=1e-6)
+    finally:
+        trainer.envs.close()
+
+
 def test_aca_seeds_the_online_buffer_with_the_best_offline_episodes(lift_demos, tmp_path):
     trainer = build_trainer("aca", lift_demos, tmp_path / "run", "algo.seed_top_episodes=2")
     trainer.envs.close()

@@ -116,17 +116,20 @@ class PixelAgent:
 
     @torch.no_grad()
     def act(self, obs: dict[str, np.ndarray], deterministic: bool,
-            generator: torch.Generator | None = None) -> np.ndarray:
+            generator: torch.Generator | None = None, std_scale: float = 1.0) -> np.ndarray:
         """Action(s) for one observation, or for a batch of them in one forward pass.
         A stochastic action draws its noise from `generator` when one is given (evaluations:
-        the training run's random stream stays untouched), else from torch's global stream."""
+        the training run's random stream stays untouched), else from torch's global stream,
+        with the policy's std times `std_scale` (online collection: algo.explore_std_scale)."""
         images, proprio, single = self._observation_tensors(obs)
         features = self.encode(self.encoder, images, proprio)
         if deterministic:
             action = self.actor.deterministic(features)
         elif generator is not None:
             action = self.actor.sample(features, generator)
-        else:
+        elif std_scale != 1.0:
+            action = self.actor.explore(features, std_scale)
+        else:  # pi itself, drawn as the losses draw it (the runs before explore_std_scale, bit for bit)
             action, _ = self.actor(features)
         action = action.cpu().numpy().astype(np.float64)
         return action[0] if single else action

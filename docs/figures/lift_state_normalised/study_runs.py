@@ -26,10 +26,18 @@ def variants(args: list[str] | tuple[str, ...]) -> dict[str, Path]:
     return found
 
 
+def task_folder(seed_folder: Path) -> Path:
+    """`<seed folder>/<task>`: the one task a study's seed folder holds."""
+    return one_run(seed_folder)
+
+
 def variant_run(folder: Path, seed: int, algo: str) -> Path | None:
-    """A variant's run of `seed`, `<folder>/seed<k>/lift_state/<algo>/<run>`; None where there is
+    """A variant's run of `seed`, `<folder>/seed<k>/<task>/<algo>/<run>`; None where there is
     none or it has not written metrics.csv yet (a run still starting)."""
-    runs = Path(folder) / f"seed{seed}" / "lift_state" / algo
+    seed_folder = Path(folder) / f"seed{seed}"
+    if not seed_folder.is_dir():
+        return None
+    runs = task_folder(seed_folder) / algo
     if runs.is_dir() and (one_run(runs) / "metrics.csv").is_file():
         return one_run(runs)
     return None

@@ -1,4 +1,4 @@
-"""One method on lift_state: each seed's pretraining fine-tuned online again through init_from,
+"""One method on one task: each seed's pretraining fine-tuned online again through init_from,
 with and without a change at the switch, beside the study's own online phase; per seed, from
 the runs' metrics.csv.
 
@@ -7,22 +7,27 @@ the runs' metrics.csv.
         "carried, from the checkpoint=studies/calql_online_alpha/carried" "0.1=studies/calql_online_alpha/alpha0p1"
 
 The first folder is the compare study that pretrained (and fine-tuned) each seed. Each
-`label=folder` after the method holds `seed<k>/lift_state/<algo>/<run>`: give the same init_from
+`label=folder` after the method holds `seed<k>/<task>/<algo>/<run>`: give the same init_from
 procedure without the change as one of them, since an init_from run is another random draw
 of the online phase and the change is judged against that draw.
 
 Prints a markdown table: success at the switch (the pretraining's last evaluation), every
 online evaluation, the worst and the final, with the temperature and the policy's entropy at
-the first online evaluation; then the means over the seeds each variant has finished.
+the first online evaluation; then the means over the seeds each variant has finished. With
+`--with-control` last, each seed's offline continuation control from the study is a row too
+(its evaluations at the same update counts, at the environment steps the online run reaches them).
 """
 from __future__ import annotations
 
 import sys
 from pathlib import Path
 
-from study_runs import evaluations, one_run, variant_run, variants  # this folder's reader
+from study_runs import evaluations, one_run, task_folder, variant_run, variants  # this folder's reader
+
+from calql_vision.control import CONTROL_PHASE, CONTROL_SUFFIX
 
 SAME_RUN = "the study's own online phase"
+CONTROL = "offline control (no online phase)"
 
 
 def env_steps(online: list[dict]) -> list[int]:
@@ -40,9 +45,13 @@ def line(name: str, seed: int, switch: float, online: list[dict], schedule: list
             + f" | {min(success):.2f} | **{success[-1]:.2f}** | {first['alpha']:.2f} | {first['entropy']:+.2f} |")
 
 
-def variants_of(seed: int, study_run: Path, folders: dict[str, Path], algo: str) -> dict[str, list[dict]]:
+def variants_of(seed: int, study_run: Path, folders: dict[str, Path], algo: str,
+                with_control: bool) -> dict[str, list[dict]]:
     """Label -> the online evaluations of that variant of this seed (those that have run)."""
     found = {SAME_RUN: evaluations(study_run, "online")}
+    control = study_run.parent.parent / f"{algo}{CONTROL_SUFFIX}"
+    if with_control:
+        found[CONTROL] = evaluations(one_run(control), CONTROL_PHASE)
     for label, folder in folders.items():
         run = variant_run(folder, seed, algo)
         if run is not None:
@@ -51,14 +60,15 @@ def variants_of(seed: int, study_run: Path, folders: dict[str, Path], algo: str)
 
 
 def main(study: str, algo: str, *variant_args: str) -> None:
-    folders = variants(variant_args)
+    with_control = variant_args[-1:] == ("--with-control",)
+    folders = variants(variant_args[:-1] if with_control else variant_args)
     table, finals, schedule = [], {}, []
     for seed_dir in sorted(Path(study, "runs").glob("seed*")):
         seed = int(seed_dir.name[4:])
-        study_run = one_run(seed_dir / "lift_state" / algo)
+        study_run = one_run(task_folder(seed_dir) / algo)
         switch = evaluations(study_run, "offline")[-1]["eval_success_rate"]
         schedule = max(schedule, env_steps(evaluations(study_run, "online")), key=len)
-        for label, online in variants_of(seed, study_run, folders, algo).items():
+        for label, online in variants_of(seed, study_run, folders, algo, with_control).items():
             table.append(line(label, seed, switch, online, schedule))
             success = [row["eval_success_rate"] for row in online]
             finals.setdefault(label, []).append((switch, min(success), success[-1], len(online)))
