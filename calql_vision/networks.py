@@ -117,9 +117,9 @@ class TanhGaussianActor(nn.Module):
         return torch.tanh(mean + log_std.exp() * noise)
 
     def explore(self, features: torch.Tensor, std_scale: float) -> torch.Tensor:
-        """tanh(mean + std_scale * std * noise) from torch's global stream: pi with its spread
-        narrowed (std_scale < 1) or widened, for collecting data; no log-probability, as the
-        losses never see these actions' density."""
+        """tanh(mean + std_scale * std * noise) from torch's global stream: pi's own sample at 1,
+        its spread narrowed (std_scale < 1) or widened otherwise, for collecting data; no
+        log-probability, as the losses never see these actions' density."""
         mean, log_std = self.distribution(features)
         return torch.tanh(mean + std_scale * log_std.exp() * torch.randn_like(mean))
 

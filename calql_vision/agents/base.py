@@ -127,10 +127,8 @@ class PixelAgent:
             action = self.actor.deterministic(features)
         elif generator is not None:
             action = self.actor.sample(features, generator)
-        elif std_scale != 1.0:
+        else:  # at std_scale 1 the same numbers as pi's reparameterised sample, without its log-probability
             action = self.actor.explore(features, std_scale)
-        else:  # pi itself, drawn as the losses draw it (the runs before explore_std_scale, bit for bit)
-            action, _ = self.actor(features)
         action = action.cpu().numpy().astype(np.float64)
         return action[0] if single else action
 

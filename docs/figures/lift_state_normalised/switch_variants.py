@@ -49,9 +49,8 @@ def variants_of(seed: int, study_run: Path, folders: dict[str, Path], algo: str,
                 with_control: bool) -> dict[str, list[dict]]:
     """Label -> the online evaluations of that variant of this seed (those that have run)."""
     found = {SAME_RUN: evaluations(study_run, "online")}
-    control = study_run.parent.parent / f"{algo}{CONTROL_SUFFIX}"
-    if with_control:
-        found[CONTROL] = evaluations(one_run(control), CONTROL_PHASE)
+    if with_control:  # compare puts it beside the run: <task>/<algo>-control/<run>
+        found[CONTROL] = evaluations(one_run(study_run.parent.parent / f"{algo}{CONTROL_SUFFIX}"), CONTROL_PHASE)
     for label, folder in folders.items():
         run = variant_run(folder, seed, algo)
         if run is not None:

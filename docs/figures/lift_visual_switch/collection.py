@@ -22,12 +22,12 @@ from study_runs import variant_run, variants  # noqa: E402  (that folder's reade
 from calql_vision.plotting.runs import read_metrics  # noqa: E402
 
 
-def episodes(run: Path, until_env_step: float = float("inf")) -> tuple[int, float]:
+def episodes(online: list[dict], until_env_step: float = float("inf")) -> tuple[int, float]:
     """(episodes, successes) of the online rows up to `until_env_step` (a row with no episode
     ended has train_episodes nan or 0, and counts for nothing)."""
     count = successes = 0.0
-    for row in read_metrics(run / "metrics.csv"):
-        if row["phase"] == "online" and row["train_episodes"] > 0 and row["env_step"] <= until_env_step:
+    for row in online:
+        if row["train_episodes"] > 0 and row["env_step"] <= until_env_step:
             count += row["train_episodes"]
             successes += row["train_episodes"] * row["train_success_rate"]
     return int(count), successes
@@ -37,16 +37,15 @@ def main(algo: str, *variant_args: str) -> None:
     print(f"| {algo}: variant | seed | episodes, first half | succeeded | episodes, all | succeeded | alpha at the end | entropy there |")
     print("|---|---|---|---|---|---|---|---|")
     for label, folder in variants(variant_args).items():
-        for seed in range(10):
+        for seed in sorted(int(path.name[4:]) for path in Path(folder).glob("seed*")):
             run = variant_run(folder, seed, algo)
             if run is None:
                 continue
-            rows = [row for row in read_metrics(run / "metrics.csv") if row["phase"] == "online"]
-            half = max(row["env_step"] for row in rows) / 2
-            n_half, s_half = episodes(run, half)
-            n_all, s_all = episodes(run)
+            online = [row for row in read_metrics(run / "metrics.csv") if row["phase"] == "online"]
+            n_half, s_half = episodes(online, max(row["env_step"] for row in online) / 2)
+            n_all, s_all = episodes(online)
             print(f"| {label} | {seed} | {n_half} | {s_half / max(n_half, 1):.2f} | {n_all} | {s_all / max(n_all, 1):.2f} "
-                  f"| {rows[-1]['alpha']:.3f} | {rows[-1]['entropy']:+.2f} |")
+                  f"| {online[-1]['alpha']:.3f} | {online[-1]['entropy']:+.2f} |")
 
 
 if __name__ == "__main__":
