@@ -1,0 +1,77 @@
+"""Two compare studies of one algorithm side by side, seed by seed: success at the switch,
+the worst online point, the final, the offline control's final and worst, and the stability
+(mean absolute change of success between neighbouring evaluations) of the offline phase, the
+online phase and the control, in points. Each study is labelled on the command line:
+
+    PYTHONPATH=. ./run.sh python docs/figures/lift_visual_batch128/paired.py calql \
+        "batch 64=studies/lift_visual_new_defaults" "batch 128=studies/lift_visual_batch128"
+
+Numbers come from calql_vision.study, so they mean what they mean in `compare`'s summary.
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from calql_vision.plotting.runs import discover_runs, evaluations
+from calql_vision.study import dip_numbers, stability
+
+COLUMNS = ("switch", "worst online", "final", "control's final", "control's worst",
+           "stability offline", "stability online", "stability control")
+
+
+def final_success(run) -> float | None:
+    evals = evaluations(run.rows)
+    return evals[-1][3] if evals else None
+
+
+def seed_numbers(run, control) -> list[float | None]:
+    """One row of COLUMNS for an online run and its control (None where either lacks one)."""
+    dip, steady = dip_numbers(run.rows), stability(run.rows)
+    row = [dip.switch, dip.worst, final_success(run)]
+    if control is None:
+        row += [None, None]
+        control_steady = None
+    else:
+        control_dip = dip_numbers(control.rows)
+        row += [final_success(control), control_dip.worst]
+        control_steady = stability(control.rows)["online"]
+    points = [None if v is None else 100 * v for v in (steady["offline"], steady["online"], control_steady)]
+    return row + points
+
+
+def cell(value: float | None, column: str) -> str:
+    if value is None:
+        return ""
+    return f"{value:.0f}" if column.startswith("stability") else f"{value:.2f}"
+
+
+def study_rows(algo: str, folder: Path) -> dict[int, list[float | None]]:
+    runs = [r for r in discover_runs([folder / "runs"]) if r.algo == algo]
+    controls = {r.seed: r for r in runs if r.is_control}
+    return {r.seed: seed_numbers(r, controls.get(r.seed)) for r in runs if not r.is_control}
+
+
+def main(argv: list[str]) -> None:
+    if len(argv) < 2 or any("=" not in a for a in argv[1:]):
+        raise SystemExit(__doc__)
+    algo, studies = argv[0], [a.split("=", 1) for a in argv[1:]]
+    numbers = {label: study_rows(algo, Path(folder)) for label, folder in studies}
+    seeds = sorted(set.intersection(*(set(rows) for rows in numbers.values())))
+    print(f"| {algo}: study | seed | " + " | ".join(COLUMNS) + " |")
+    print("|---" * (len(COLUMNS) + 2) + "|")
+    for seed in seeds:
+        for label, rows in numbers.items():
+            print(f"| {label} | {seed} | " + " | ".join(cell(v, c) for v, c in zip(rows[seed], COLUMNS)) + " |")
+    for label, rows in numbers.items():
+        means = []
+        for i, column in enumerate(COLUMNS):
+            values = [rows[s][i] for s in seeds if rows[s][i] is not None]
+            means.append(cell(float(np.mean(values)), column) if len(values) == len(seeds) else "")
+        print(f"| **{label}, mean** | {len(seeds)} seeds | " + " | ".join(means) + " |")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
