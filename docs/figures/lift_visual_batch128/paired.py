@@ -6,7 +6,7 @@ online phase and the control, in points. Each study is labelled on the command l
     PYTHONPATH=. ./run.sh python docs/figures/lift_visual_batch128/paired.py calql \
         "batch 64=studies/lift_visual_new_defaults" "batch 128=studies/lift_visual_batch128"
 
-Numbers come from calql_vision.study, so they mean what they mean in `compare`'s summary.
+Numbers come from the functions `compare` uses, so they mean what they mean in its summary.
 """
 from __future__ import annotations
 
@@ -15,28 +15,23 @@ from pathlib import Path
 
 import numpy as np
 
-from calql_vision.plotting.runs import discover_runs, evaluations
-from calql_vision.study import dip_numbers, stability
+from calql_vision.plotting.runs import discover_runs, headline_numbers
+from calql_vision.study import stability
 
 COLUMNS = ("switch", "worst online", "final", "control's final", "control's worst",
            "stability offline", "stability online", "stability control")
 
 
-def final_success(run) -> float | None:
-    evals = evaluations(run.rows)
-    return evals[-1][3] if evals else None
-
-
 def seed_numbers(run, control) -> list[float | None]:
     """One row of COLUMNS for an online run and its control (None where either lacks one)."""
-    dip, steady = dip_numbers(run.rows), stability(run.rows)
-    row = [dip.switch, dip.worst, final_success(run)]
+    numbers, steady = headline_numbers(run.rows), stability(run.rows)
+    row = [numbers["switch"], numbers["worst"], numbers["final"]]
     if control is None:
         row += [None, None]
         control_steady = None
     else:
-        control_dip = dip_numbers(control.rows)
-        row += [final_success(control), control_dip.worst]
+        control_numbers = headline_numbers(control.rows)
+        row += [control_numbers["final"], control_numbers["worst"]]
         control_steady = stability(control.rows)["online"]
     points = [None if v is None else 100 * v for v in (steady["offline"], steady["online"], control_steady)]
     return row + points
@@ -45,7 +40,7 @@ def seed_numbers(run, control) -> list[float | None]:
 def cell(value: float | None, column: str) -> str:
     if value is None:
         return ""
-    return f"{value:.0f}" if column.startswith("stability") else f"{value:.2f}"
+    return f"{value:.1f}" if column.startswith("stability") else f"{value:.2f}"
 
 
 def study_rows(algo: str, folder: Path) -> dict[int, list[float | None]]:
