@@ -15,8 +15,11 @@ from pathlib import Path
 
 import numpy as np
 
-from calql_vision.plotting.runs import discover_runs, headline_numbers
-from calql_vision.study import stability
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "lift_state_normalised"))
+from study_runs import variants  # noqa: E402  (that folder's label=folder reader)
+
+from calql_vision.plotting.runs import discover_runs, headline_numbers  # noqa: E402
+from calql_vision.study import stability  # noqa: E402
 
 COLUMNS = ("switch", "worst online", "final", "control's final", "control's worst",
            "stability offline", "stability online", "stability control")
@@ -50,12 +53,11 @@ def study_rows(algo: str, folder: Path) -> dict[int, list[float | None]]:
 
 
 def main(argv: list[str]) -> None:
-    if len(argv) < 2 or any("=" not in a for a in argv[1:]):
+    if len(argv) < 2:
         raise SystemExit(__doc__)
-    algo, studies = argv[0], [a.split("=", 1) for a in argv[1:]]
-    numbers = {label: study_rows(algo, Path(folder)) for label, folder in studies}
+    numbers = {label: study_rows(argv[0], folder) for label, folder in variants(argv[1:]).items()}
     seeds = sorted(set.intersection(*(set(rows) for rows in numbers.values())))
-    print(f"| {algo}: study | seed | " + " | ".join(COLUMNS) + " |")
+    print(f"| {argv[0]}: study | seed | " + " | ".join(COLUMNS) + " |")
     print("|---" * (len(COLUMNS) + 2) + "|")
     for seed in seeds:
         for label, rows in numbers.items():
