@@ -54,6 +54,10 @@ class SACConfig(AlgoConfig):
     online_init_log_alpha: Optional[float] = doc(
         None, "log temperature set at the switch; null = keep the pretrained one (ACA: 0, a reset to 1)"
     )
+    online_freeze_encoder: bool = doc(
+        False, "online: keep the encoder as it was at the switch (the critic's loss stops training it; "
+        "the heads still learn), so the features the actor reads stop moving",
+    )
     target_entropy: Optional[float] = doc(None, "entropy target; null = -action_dim")
     num_critics: int = doc(2, "Q-functions in the critic ensemble", valid=AT_LEAST_1)
     target_critics: Optional[int] = doc(

@@ -172,6 +172,36 @@ def test_the_switch_keeps_the_temperature_unless_told_to_set_it(name):
     assert agent.log_alpha.item() != pytest.approx(math.log(0.1), abs=0)
 
 
+FREEZABLE = [name for name in sorted(ALGORITHMS) if "online_freeze_encoder" in OmegaConf.structured(algo_schema(name))]
+
+
+@pytest.mark.parametrize("name", FREEZABLE)
+def test_online_freeze_encoder_holds_the_encoder_from_the_switch_and_across_a_resume(name):
+    """Offline the encoder learns as always; from the switch on the critics still learn and
+    the encoder stays where the pretraining left it, also in an agent loaded from that state."""
+    agent = build(name, online_freeze_encoder=True)
+    encoder_before = params(agent.encoder)
+    agent.update(make_batch(8, seed=0))
+    assert not same(encoder_before, agent.encoder), "offline: the critic's loss trains the encoder"
+    agent.on_online_start()
+    switch_encoder, switch_critic = params(agent.encoder), params(agent.critic)
+    for i in range(2):
+        agent.update(make_batch(8 * agent.batch_slices, seed=10 + i))
+    assert same(switch_encoder, agent.encoder) and not same(switch_critic, agent.critic)
+    resumed = build(name, seed=123, online_freeze_encoder=True)
+    resumed.load_state_dict(agent.state_dict())
+    resumed_critic = params(resumed.critic)
+    resumed.update(make_batch(8 * resumed.batch_slices, seed=20))
+    assert same(switch_encoder, resumed.encoder) and not same(resumed_critic, resumed.critic)
+    # Without the setting the same online updates move the encoder.
+    moving = build(name)
+    moving.update(make_batch(8, seed=0))
+    moving.on_online_start()
+    online_encoder = params(moving.encoder)
+    moving.update(make_batch(8 * moving.batch_slices, seed=10))
+    assert not same(online_encoder, moving.encoder)
+
+
 # ---------------------------------------------------------------------- algo.clip_bootstrap
 CLIPPED = [(name, {}) for name in sorted(ALGORITHMS) if "clip_bootstrap" in OmegaConf.structured(algo_schema(name))]
 CLIPPED += [("calql", {"cql_max_target_backup": False}), ("calql", {"cql_max_target_backup": True})]

@@ -61,6 +61,15 @@ class SACAgent(PixelAgent):
         if self.cfg.online_init_log_alpha is not None:  # a pretraining's temperature may not suit exploring
             with torch.no_grad():
                 self.log_alpha.fill_(float(self.cfg.online_init_log_alpha))
+        self._hold_encoder_online()
+
+    def _hold_encoder_online(self) -> None:
+        """algo.online_freeze_encoder: past the switch the encoder gets no gradient, so Adam
+        leaves it where the pretraining put it (a parameter without a gradient is skipped) and
+        the actor, which reads detached features, no longer sees them move under it. Called at
+        the switch and after loading an online state (a resumed run)."""
+        if self.online and self.cfg.online_freeze_encoder:
+            self.encoder.requires_grad_(False)
 
     # ------------------------------------------------------------------ pieces
     def actor_q(self, q: torch.Tensor) -> torch.Tensor:
@@ -186,6 +195,10 @@ class SACAgent(PixelAgent):
 
     def _load_extra_state(self, state: dict[str, Any]) -> None:
         self.online = bool(state.get("online", False))  # absent in checkpoints older than the flag
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        super().load_state_dict(state)
+        self._hold_encoder_online()
 
 
 def _batch_slice(batch: dict[str, Any], index: int, count: int) -> dict[str, Any]:
