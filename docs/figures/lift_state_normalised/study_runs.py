@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from calql_vision.control import CONTROL_SUFFIX
 from calql_vision.plotting.runs import holds, read_metrics
 
 
@@ -41,6 +42,12 @@ def variant_run(folder: Path, seed: int, algo: str) -> Path | None:
     if runs.is_dir() and (one_run(runs) / "metrics.csv").is_file():
         return one_run(runs)
     return None
+
+
+def control_run(study_run: Path, algo: str) -> Path:
+    """The offline continuation control compare puts beside a study's run of `algo`:
+    `<task>/<algo>-control/<run>`."""
+    return one_run(Path(study_run).parent.parent / f"{algo}{CONTROL_SUFFIX}")
 
 
 def evaluations(run: Path, phase: str | None = None) -> list[dict]:

@@ -22,9 +22,9 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from study_runs import evaluations, one_run, task_folder, variant_run, variants  # this folder's reader
+from study_runs import control_run, evaluations, one_run, task_folder, variant_run, variants  # this folder's reader
 
-from calql_vision.control import CONTROL_PHASE, CONTROL_SUFFIX
+from calql_vision.control import CONTROL_PHASE
 
 SAME_RUN = "the study's own online phase"
 CONTROL = "offline control (no online phase)"
@@ -50,7 +50,7 @@ def variants_of(seed: int, study_run: Path, folders: dict[str, Path], algo: str,
     """Label -> the online evaluations of that variant of this seed (those that have run)."""
     found = {SAME_RUN: evaluations(study_run, "online")}
     if with_control:  # compare puts it beside the run: <task>/<algo>-control/<run>
-        found[CONTROL] = evaluations(one_run(study_run.parent.parent / f"{algo}{CONTROL_SUFFIX}"), CONTROL_PHASE)
+        found[CONTROL] = evaluations(control_run(study_run, algo), CONTROL_PHASE)
     for label, folder in folders.items():
         run = variant_run(folder, seed, algo)
         if run is not None:

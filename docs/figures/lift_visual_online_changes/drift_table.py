@@ -21,9 +21,9 @@ import numpy as np
 from omegaconf import OmegaConf
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "lift_state_normalised"))
-from study_runs import one_run, task_folder, variant_run, variants  # noqa: E402  (that folder's readers)
+from study_runs import control_run, one_run, task_folder, variant_run, variants  # noqa: E402  (that folder's readers)
 
-from calql_vision.control import CONTROL_PHASE, CONTROL_SUFFIX  # noqa: E402
+from calql_vision.control import CONTROL_PHASE  # noqa: E402
 from calql_vision.plotting.runs import read_metrics  # noqa: E402
 from calql_vision.study import stability  # noqa: E402
 
@@ -74,8 +74,7 @@ def main(study: str, algo: str, *variant_args: str) -> None:
         rows = read_metrics(study_run / "metrics.csv")
         reference = [offline_reference(rows, "feature_change"), offline_reference(rows, "action_change")]
         runs = {"the study's own online phase": (rows, "online"),
-                "offline control": (read_metrics(one_run(study_run.parent.parent / f"{algo}{CONTROL_SUFFIX}")
-                                                 / "metrics.csv"), CONTROL_PHASE)}
+                "offline control": (read_metrics(control_run(study_run, algo) / "metrics.csv"), CONTROL_PHASE)}
         for label, folder in folders.items():
             run = variant_run(folder, seed, algo)
             if run is not None:
