@@ -31,7 +31,8 @@ as the run's task.render_quality says (runs from before the setting: full); rend
 full|fast renders them the other way, to measure what a mismatch costs (the output directory
 then ends in -<quality>). Writes
 <run>/eval/<checkpoint name>-seed<seed>/summary.json (success rate with a Wilson 95%
-interval, returns, lengths, per-episode results) and episode_<i>.mp4 videos: the scene at
+interval, the fraction of episodes in which the gripper held the object at some step,
+returns, lengths, per-episode results) and episode_<i>.mp4 videos: the scene at
 video_size beside the policy's own camera view, with the step and success written on.
 With num_envs=<n> the episodes run in n environment processes at once; each episode depends
 on its seed alone, so the results are the same for any n."""
@@ -276,12 +277,14 @@ def evaluate_run(cfg: DictConfig) -> tuple[dict[str, Any], Path]:
         "successes": successes,
         "success_rate": result.success_rate,
         "success_ci95": [low, high],
+        "grasp_rate": result.grasp_rate,
         "mean_return": result.mean_return,
         "mean_length": result.mean_length,
         "per_episode": [
             {
                 "seed": e.seed,
                 "success": bool(e.success),
+                "grasped": bool(e.grasped),
                 "return": float(e.episode_return),
                 "length": int(e.length),
                 "video": videos.get(i),
@@ -314,7 +317,7 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"{Path(summary['checkpoint']).name} (step {summary['step']}, env step {summary['env_step']}): "
         f"success {summary['successes']}/{summary['episodes']} = {summary['success_rate']:.0%} "
-        f"(95% CI {low:.0%}-{high:.0%}), mean return {summary['mean_return']:.2f}, "
+        f"(95% CI {low:.0%}-{high:.0%}), grasped in {summary['grasp_rate']:.0%}, mean return {summary['mean_return']:.2f}, "
         f"mean length {summary['mean_length']:.1f}, seeds {summary['seed']}..{summary['seed'] + summary['episodes'] - 1}, "
         f"render_quality={summary['render_quality']}"
     )

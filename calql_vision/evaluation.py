@@ -18,6 +18,9 @@ class EpisodeResult:
     success: bool
     episode_return: float
     length: int
+    # The gripper held the object at some step (the env's info "grasped"): tells an episode
+    # that never took hold of the object from one that held it and failed to lift or place it.
+    grasped: bool
 
 
 @dataclass
@@ -27,6 +30,10 @@ class EvaluationResult:
     @property
     def success_rate(self) -> float:
         return float(np.mean([e.success for e in self.episodes]))
+
+    @property
+    def grasp_rate(self) -> float:
+        return float(np.mean([e.grasped for e in self.episodes]))
 
     @property
     def mean_return(self) -> float:
@@ -58,7 +65,7 @@ def evaluate_policy(
     `on_episode_end(episode, result)` is called as each one ends.
     """
     results: dict[int, EpisodeResult] = {}
-    running: dict[int, list] = {}  # worker -> [episode, obs, return, length]
+    running: dict[int, list] = {}  # worker -> [episode, obs, return, length, grasped so far]
     next_episode = 0
 
     def start(workers: list[int]) -> None:
@@ -66,7 +73,7 @@ def evaluate_policy(
         seeds = {}
         for worker in workers:
             if next_episode < episodes:
-                running[worker] = [next_episode, None, 0.0, 0]
+                running[worker] = [next_episode, None, 0.0, 0, False]
                 seeds[worker] = seed + next_episode
                 next_episode += 1
         for worker, obs in envs.reset(seeds, role="eval").items():
@@ -80,12 +87,12 @@ def evaluate_policy(
         finished = []
         for worker, step in envs.step(actions, role="eval").items():
             state = running[worker]
-            state[1:] = [step.obs, state[2] + step.reward, state[3] + 1]
+            state[1:] = [step.obs, state[2] + step.reward, state[3] + 1, state[4] or bool(step.info["grasped"])]
             if on_frame:
                 on_frame(state[0], step.obs, step.info, envs.renderer(worker, "eval"))
             if step.done:
                 episode = state[0]
-                results[episode] = EpisodeResult(seed + episode, bool(step.info["success"]), state[2], state[3])
+                results[episode] = EpisodeResult(seed + episode, bool(step.info["success"]), *state[2:])
                 if on_episode_end:
                     on_episode_end(episode, results[episode])
                 del running[worker]

@@ -39,8 +39,9 @@ videos/ (one evaluation episode per evaluation), calibration/ (Q against reward-
 the online replay needed by resume=<run dir>. Besides the agent's losses, metrics.csv logs
 the deterministic and the stochastic policy's evaluations (eval_*, eval_stochastic_*), the
 training episodes that ended since the previous row (train_success_rate, train_return,
-train_episodes) and how far the policy and features moved on fixed dataset states
-(action_change, feature_change, policy_std; docs/training.md).
+train_episodes), how many of either held the object at some step (*_grasp_rate) and how far
+the policy and features moved on fixed dataset states (action_change, feature_change,
+policy_std; docs/training.md).
 
 resume=<run dir> continues from the newest intact checkpoint (latest.pt, else the newest
 step_<n>.pt). {RESUMABLE}

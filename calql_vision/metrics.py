@@ -12,10 +12,11 @@ from calql_vision.atomic_file import atomic_file
 # metrics.csv columns: these, then every metric the agent declares (agent.METRICS), then the
 # online training episodes, the drift metrics (calql_vision/drift.py) and the rates.
 # eval_*: the deterministic policy; eval_stochastic_*: the stochastic (exploration) policy on
-# the same scenes. train_*: the training episodes that ended since the previous row.
-LEADING_COLUMNS = ["phase", "step", "env_step", "eval_success_rate", "eval_return",
-                   "eval_stochastic_success_rate", "eval_stochastic_return"]
-EPISODE_COLUMNS = ["train_success_rate", "train_return", "train_episodes"]
+# the same scenes. train_*: the training episodes that ended since the previous row. *_grasp_rate:
+# the fraction of those episodes in which the gripper held the object at some step.
+LEADING_COLUMNS = ["phase", "step", "env_step", "eval_success_rate", "eval_return", "eval_grasp_rate",
+                   "eval_stochastic_success_rate", "eval_stochastic_return", "eval_stochastic_grasp_rate"]
+EPISODE_COLUMNS = ["train_success_rate", "train_return", "train_episodes", "train_grasp_rate"]
 RATE_COLUMNS = ["updates_per_s", "env_steps_per_s"]
 
 

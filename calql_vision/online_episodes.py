@@ -27,6 +27,12 @@ class EpisodeInProgress:
     recorder: EpisodeRecorder = field(default_factory=EpisodeRecorder)
     actions: list[np.ndarray] = field(default_factory=list)  # float64, exactly as sent
     last_proprio: np.ndarray | None = None
+    grasped: bool = False  # the gripper held the object at some step so far
+
+    def finish(self, returns: tuple[float, float, float]) -> RecordedEpisode:
+        episode = self.recorder.finish(*returns)
+        episode["grasped"] = self.grasped
+        return episode
 
 
 class OnlineEpisodes:
@@ -84,6 +90,7 @@ class OnlineEpisodes:
         slot.recorder.add(action, result.reward, result.terminated, result.truncated, result.obs)
         slot.actions.append(np.array(action, dtype=np.float64))
         slot.last_proprio = np.array(result.obs["proprio"])
+        slot.grasped = slot.grasped or bool(result.info["grasped"])
 
     # ------------------------------------------------------------------ stepping
     def observations(self) -> dict[str, np.ndarray]:
@@ -99,7 +106,7 @@ class OnlineEpisodes:
         for index, result in results.items():
             self._record(index, actions[index], result)
             if result.done:
-                finished.append(self.slots[index].recorder.finish(*self.returns))
+                finished.append(self.slots[index].finish(self.returns))
                 ended.append(index)
         for index in ended:
             self.slots[index] = EpisodeInProgress(self._next_seed(counters))
@@ -110,7 +117,7 @@ class OnlineEpisodes:
     def cut_all(self, counters: dict[str, Any]) -> list[RecordedEpisode]:
         """End every episode here, as truncated (the budget ran out while updates are still owed
         and no episode has ended to learn from); the workers begin new episodes."""
-        cut = [slot.recorder.finish(*self.returns) for slot in self.slots if len(slot.actions) > 0]
+        cut = [slot.finish(self.returns) for slot in self.slots if len(slot.actions) > 0]
         self.start(counters)
         return cut
 

@@ -438,7 +438,8 @@ EPISODE_ARRAY_KEYS = ("images", "proprio", "actions", "rewards", "terminals", "t
 class RecordedEpisode(dict):
     """A finished episode: the add_episode arrays (EPISODE_ARRAY_KEYS) plus its statistics
     "episode_return" (sum of raw rewards), "length" (steps) and "success" (last step terminal),
-    as keys and as attributes. `replay.add_episode(**episode.replay_arrays())` stores it."""
+    as keys and as attributes, and "grasped" where the collector set it (the gripper held the
+    object at some step). `replay.add_episode(**episode.replay_arrays())` stores it."""
 
     @property
     def episode_return(self) -> float:
@@ -451,6 +452,10 @@ class RecordedEpisode(dict):
     @property
     def success(self) -> bool:
         return self["success"]
+
+    @property
+    def grasped(self) -> bool | None:
+        return self.get("grasped")
 
     def replay_arrays(self) -> dict[str, Any]:
         return {key: self[key] for key in EPISODE_ARRAY_KEYS}

@@ -152,7 +152,7 @@ class Trainer:
         self._update_seconds = 0.0
         self._env_timing = [0, 0.0]  # environment steps and their seconds since the last row
         self._env_rate: dict[str, float] = {}  # env_steps_per_s of the last row that stepped
-        self._ended_episodes: list[tuple[float, bool]] = []  # (return, success) since the last row
+        self._ended_episodes: list[tuple] = []  # (return, success, grasped) since the last row
         if checkpoint is not None:
             try:
                 self._restore(checkpoint)
@@ -379,7 +379,7 @@ class Trainer:
     def _store_episode(self, episode) -> None:
         self.online_replay.add_episode(**episode.replay_arrays())
         self.counters["episodes"] += 1
-        self._ended_episodes.append((float(episode.episode_return), bool(episode.success)))
+        self._ended_episodes.append((float(episode.episode_return), bool(episode.success), bool(episode.grasped)))
 
     def _update(self, batch: dict) -> None:
         started = time.perf_counter()
@@ -455,10 +455,12 @@ class Trainer:
         row["updates_per_s"] = len(self._pending_metrics) / max(self._update_seconds, 1e-9)
         if owed["evaluate"]:
             result = self.evaluate()
-            row.update(eval_success_rate=result.success_rate, eval_return=result.mean_return)
+            row.update(eval_success_rate=result.success_rate, eval_return=result.mean_return,
+                       eval_grasp_rate=result.grasp_rate)
             if self.cfg.eval_stochastic:
                 result = self.evaluate(deterministic=False)
-                row.update(eval_stochastic_success_rate=result.success_rate, eval_stochastic_return=result.mean_return)
+                row.update(eval_stochastic_success_rate=result.success_rate, eval_stochastic_return=result.mean_return,
+                           eval_stochastic_grasp_rate=result.grasp_rate)
         if owed["phase"] == "online":
             steps, seconds = self._env_timing
             if seconds > 0:  # stepping time only (policy calls included), no update or evaluation
@@ -578,18 +580,24 @@ class Trainer:
         self._pending_metrics = list(log_buffer.get("pending_metrics", []))
         self._update_seconds = float(log_buffer.get("update_seconds", 0.0))
         self._env_rate = dict(log_buffer.get("env_rate", {}))
-        self._ended_episodes = [(float(r), bool(s)) for r, s in log_buffer.get("ended_episodes", [])]
+        # An older checkpoint's episodes are (return, success): whether they grasped is unknown.
+        self._ended_episodes = [(float(e[0]), bool(e[1]), None if len(e) < 3 else bool(e[2]))
+                                for e in log_buffer.get("ended_episodes", [])]
         if self.probe is not None:
             self.probe.load_state(log_buffer.get("probe"))
 
 
-def training_episode_metrics(episodes: list[tuple[float, bool]]) -> dict[str, float]:
-    """train_success_rate and train_return over the training episodes (return, success) that
-    ended since the previous row, and how many (train_episodes; the others empty at 0)."""
+def training_episode_metrics(episodes: list[tuple]) -> dict[str, float]:
+    """train_success_rate, train_return and train_grasp_rate over the training episodes
+    (return, success, grasped) that ended since the previous row, and how many
+    (train_episodes; the others empty at 0, the grasp rate also while an episode from an older
+    checkpoint, grasped None, is among them)."""
     metrics = {"train_episodes": float(len(episodes))}
     if episodes:
-        metrics["train_success_rate"] = float(np.mean([success for _, success in episodes]))
-        metrics["train_return"] = float(np.mean([ret for ret, _ in episodes]))
+        metrics["train_success_rate"] = float(np.mean([success for _, success, _ in episodes]))
+        metrics["train_return"] = float(np.mean([ret for ret, _, _ in episodes]))
+        if all(grasped is not None for _, _, grasped in episodes):
+            metrics["train_grasp_rate"] = float(np.mean([grasped for _, _, grasped in episodes]))
     return metrics
 
 

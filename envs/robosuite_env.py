@@ -96,6 +96,7 @@ class RobosuiteVisualEnv:
         if len(candidates) != 1:
             raise ValueError(f"{env_name}: cannot tell the object position among {candidates}")
         self._object_pos_key = candidates[0]
+        self._object = self._find_object(self._object_pos_key[: -len("_pos")])
         self._steps = 0
         self._done = True
         self._raw: dict[str, np.ndarray] = {}
@@ -231,10 +232,25 @@ class RobosuiteVisualEnv:
         ).astype(np.float32)
         return obs
 
+    def _find_object(self, name: str) -> Any:
+        """The robosuite object model named `name`: Lift's cube, or PickPlace's active object."""
+        models = [getattr(self._env, "cube", None), *getattr(self._env, "objects", [])]
+        found = [model for model in models if model is not None and model.name == name]
+        if len(found) != 1:
+            raise ValueError(f"{self.env_name}: cannot tell the object model named {name!r}")
+        return found[0]
+
+    def _grasping(self) -> bool:
+        """Both finger pads touch the object (robosuite's own grasp test, the one its shaped
+        rewards use). Logged, never rewarded: it tells a policy that misses the object from
+        one that holds it and fails to lift or place it."""
+        return bool(self._env._check_grasp(gripper=self._env.robots[0].gripper, object_geoms=self._object))  # noqa: SLF001
+
     def _info(self, success: bool) -> dict[str, Any]:
         low_dim = {k: np.array(self._low_dim_value(k, self._raw), dtype=np.float64) for k in LOW_DIM_KEYS}
         return {
             "success": success,
+            "grasped": self._grasping(),
             "low_dim": low_dim,
             "object_pos": np.array(self._raw[self._object_pos_key], dtype=np.float64),
             "steps": self._steps,

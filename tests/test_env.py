@@ -38,6 +38,7 @@ def test_observations_and_step_api(env):
     terminated = [r[2] for r in results]
     truncated = [r[3] for r in results]
     assert rewards == [0.0] * 8 and not any(terminated)
+    assert info["grasped"] is False and not any(r[4]["grasped"] for r in results), "the gripper never reached the object"
     assert truncated == [False] * 7 + [True], "the step limit truncates, it does not terminate"
     assert results[-1][0]["proprio"][2] > obs["proprio"][2] + 0.02, "the end effector moved up"
     with pytest.raises(RuntimeError, match="reset"):

@@ -99,6 +99,40 @@ def test_a_real_rollout_video_decodes_to_one_frame_per_observation(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["video_256.mp4", "video_64.mp4"], "no temp file left"
 
 
+def test_an_evaluation_counts_the_episodes_that_held_the_object():
+    """Episode 0 replays a scripted demonstration of its scene (the simulation is
+    deterministic), so it grasps and lifts the cube; episode 1 stands still and does neither."""
+    from calql_vision.evaluation import evaluate_policy
+    from envs import make_env
+    from envs.scripted import make_scripted_policy
+    from envs.vector import EnvWorkers
+
+    task, seed = task_config("lift_state"), 3
+    env, policy = make_env(task, seed=0), make_scripted_policy("lift")
+    _, info = env.reset(seed=seed)
+    policy.reset(env, info)
+    demonstration, grasped_steps = [], []
+    while True:
+        demonstration.append(policy.act(info))
+        _, _, terminated, truncated, info = env.step(demonstration[-1])
+        grasped_steps.append(info["grasped"])
+        if terminated or truncated:
+            break
+    env.close()
+    assert terminated and any(grasped_steps) and not grasped_steps[0], "the demonstration grasps on its way"
+    taken = {0: 0, 1: 0}
+
+    def act(obs, episode):
+        taken[episode] += 1
+        return demonstration[taken[episode] - 1] if episode == 0 else np.zeros(7)
+
+    with EnvWorkers(task, num_envs=1) as envs:
+        result = evaluate_policy(envs, act, 2, seed=seed)
+    assert [(e.success, e.grasped) for e in result.episodes] == [(True, True), (False, False)]
+    assert result.episodes[0].length == len(demonstration)
+    assert result.grasp_rate == 0.5 and result.success_rate == 0.5
+
+
 # ---------------------------------------------------------------------- the program
 def run_program(module: str, args: list[str]) -> subprocess.CompletedProcess:
     return subprocess.run(
@@ -140,6 +174,7 @@ def test_evaluate_cli_writes_a_consistent_summary_and_one_video(tiny_run):
     assert summary["mean_return"] == pytest.approx(np.mean([e["return"] for e in episodes]))
     assert summary["mean_length"] == pytest.approx(np.mean([e["length"] for e in episodes]))
     assert summary["success_ci95"] == pytest.approx(list(wilson_interval(successes, 2)))
+    assert summary["grasp_rate"] == pytest.approx(np.mean([e["grasped"] for e in episodes]))
     assert [e["video"] for e in episodes] == ["episode_0.mp4", None]
     assert sorted(p.name for p in out_dir.iterdir()) == ["episode_0.mp4", "summary.json"], "no temp file left"
     frames = read_video(out_dir / "episode_0.mp4")

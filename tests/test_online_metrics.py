@@ -31,8 +31,11 @@ def read_rows(run_dir: Path) -> tuple[list[str], list[dict]]:
 # ---------------------------------------------------------------------- unit level
 def test_training_episode_metrics_by_hand():
     assert training_episode_metrics([]) == {"train_episodes": 0.0}
-    metrics = training_episode_metrics([(1.0, True), (0.0, False), (1.0, True), (0.0, False), (0.0, False)])
-    assert metrics == {"train_episodes": 5.0, "train_success_rate": 0.4, "train_return": 0.4}
+    episodes = [(1.0, True, True), (0.0, False, True), (1.0, True, True), (0.0, False, False), (0.0, False, False)]
+    metrics = training_episode_metrics(episodes)
+    assert metrics == {"train_episodes": 5.0, "train_success_rate": 0.4, "train_return": 0.4, "train_grasp_rate": 0.6}
+    # An episode carried over from a checkpoint written before grasps were recorded: unknown.
+    assert "train_grasp_rate" not in training_episode_metrics([*episodes, (0.0, False, None)])
 
 
 def probe_replay(spec: ObsSpec, episodes: int = 3, steps: int = 20) -> FrameReplay:
@@ -177,9 +180,11 @@ def test_every_algorithm_on_a_low_dim_task_then_evaluate_with_a_video(name, lift
     assert result.returncode == 0, result.stderr[-3000:]
     (run_dir,) = (tmp_path / "lift_state" / name).iterdir()
     columns, rows = read_rows(run_dir)
-    assert {"eval_stochastic_success_rate", "train_success_rate", "train_episodes", *drift_columns(7)} <= set(columns)
+    assert {"eval_stochastic_success_rate", "eval_grasp_rate", "eval_stochastic_grasp_rate", "train_success_rate",
+            "train_episodes", "train_grasp_rate", *drift_columns(7)} <= set(columns)
     evaluated = [row for row in rows if row["eval_success_rate"] != ""]
     assert evaluated and all(row["eval_stochastic_success_rate"] != "" for row in evaluated)
+    assert all(0 <= float(row[key]) <= 1 for row in evaluated for key in ("eval_grasp_rate", "eval_stochastic_grasp_rate"))
     # The probe set is dataset observations: SAC from scratch reads none, so it has no drift metrics.
     probed = ALGORITHMS[name].uses_dataset
     assert all((row["action_change"] != "" and row["policy_std_6"] != "") == probed for row in rows[1:])
@@ -207,8 +212,9 @@ def test_every_algorithm_on_a_low_dim_task_then_evaluate_with_a_video(name, lift
             assert float(row["train_episodes"]) == len(ended), (row["env_step"], ends)
             if ended:
                 assert float(row["train_success_rate"]) == pytest.approx(np.mean(ended))
+                assert 0 <= float(row["train_grasp_rate"]) <= 1
             else:
-                assert row["train_success_rate"] == ""
+                assert row["train_success_rate"] == row["train_grasp_rate"] == ""
             previous = step
     evaluation = subprocess.run([sys.executable, "-m", "calql_vision.evaluate", f"run={run_dir}", "episodes=1",
                                  "video_episodes=1", "video_size=64", "threads=1"],

@@ -38,6 +38,10 @@ EXTRA_SUCCESS = [
 # same checkpoints trained on offline, mean over seeds, in the algorithm's colour.
 CONTROL_STYLE = dict(linestyle="-.", linewidth=1.8, marker="^", markersize=4, alpha=0.9)
 DRIFT_KEYS = ("action_change", "feature_change", "policy_std")
+# The drift figure's success panel also shows how often the deterministic policy held the
+# object (runs from before the column have none): a fall in success with the grasp rate
+# unchanged is a failure after the grasp, with it a failure to take hold of the object.
+GRASP_STYLE = dict(color="0.35", linestyle="-", linewidth=1.0, marker="x", markersize=3.5)
 
 
 def _pyplot():
@@ -378,7 +382,8 @@ def dimension_keys(run: Run, key: str) -> list[str]:
 
 
 def _drift_success(ax, run: Run, width: float, color) -> float:
-    """Deterministic, stochastic and training success of one run; returns the rightmost x."""
+    """Deterministic, stochastic and training success of one run, and the deterministic
+    grasp rate; returns the rightmost x."""
     right = 0.0
     for key, style in (("eval_success_rate", dict(marker="o", markersize=3, linewidth=1.8)),
                        *((key, style) for key, style, _ in EXTRA_SUCCESS)):
@@ -386,6 +391,9 @@ def _drift_success(ax, run: Run, width: float, color) -> float:
         if len(x):
             ax.plot(x, y, color=color, **style)
             right = max(right, x[-1])
+    x, y = success_curve(run, width, "eval_grasp_rate")
+    if len(x):
+        ax.plot(x, y, **GRASP_STYLE)
     ax.set_ylim(-0.03, 1.05)
     return right
 
@@ -416,7 +424,8 @@ def _drift_metric(ax, run: Run, width: float, key: str, color) -> float:
 
 
 DRIFT_TITLES = {
-    "success": "success: deterministic (solid), stochastic (dashed), training episodes (dotted)",
+    "success": "success: deterministic (solid), stochastic (dashed), training episodes (dotted);\n"
+               "grey x: the deterministic policy's grasp rate",
     "action_change": "action_change: mean |change| of the deterministic action\n"
                      "on the probe set since the previous row",
     "feature_change": "feature_change: mean 1 - cos(encoder features now,\nat the previous row) on the probe set",
