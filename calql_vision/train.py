@@ -379,7 +379,7 @@ class Trainer:
     def _store_episode(self, episode) -> None:
         self.online_replay.add_episode(**episode.replay_arrays())
         self.counters["episodes"] += 1
-        self._ended_episodes.append((float(episode.episode_return), bool(episode.success), bool(episode.grasped)))
+        self._ended_episodes.append((float(episode.episode_return), bool(episode.success), episode.grasped))
 
     def _update(self, batch: dict) -> None:
         started = time.perf_counter()
