@@ -424,8 +424,8 @@ def _drift_metric(ax, run: Run, width: float, key: str, color) -> float:
 
 
 DRIFT_TITLES = {
-    "success": "success: deterministic (solid), stochastic (dashed), training episodes (dotted);\n"
-               "grey x: the deterministic policy's grasp rate",
+    "success": "success: deterministic (solid), stochastic (dashed),\n"
+               "training episodes (dotted); grasp rate (grey x)",
     "action_change": "action_change: mean |change| of the deterministic action\n"
                      "on the probe set since the previous row",
     "feature_change": "feature_change: mean 1 - cos(encoder features now,\nat the previous row) on the probe set",
