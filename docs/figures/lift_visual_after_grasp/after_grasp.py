@@ -5,7 +5,7 @@
 
 Each checkpoint (every step_<n>.pt of the run, or the steps named) is rolled out on the
 run's own training-time evaluation scenes (as many as its eval_episodes; the success column
-reproduces metrics.csv), and every step's grasp flag, cube height and action are kept. One
+reproduces metrics.csv), and every step's grasp flag and action are kept. One
 markdown row per checkpoint:
 
 * success and grasp rate: the shares of episodes that lifted the cube, and that held it at
@@ -35,7 +35,7 @@ AFTER = 10
 
 
 def rollouts(run: Path, checkpoint: str) -> list[dict]:
-    """Per episode: success, and per step the grasp flag, the cube's height and the action."""
+    """Per episode: success, and per step the grasp flag and the action."""
     cache = run / "eval" / f"after_grasp_{Path(checkpoint).stem}.json"
     if cache.exists():
         return json.loads(cache.read_text())
@@ -56,7 +56,7 @@ def rollouts(run: Path, checkpoint: str) -> list[dict]:
 
     def on_frame(episode, obs, info, renderer):
         if "grasped" in info:  # every step's info; the reset's carries only success
-            steps[episode][-1].update(grasped=bool(info["grasped"]), cube_z=float(info["object_pos"][2]))
+            steps[episode][-1]["grasped"] = bool(info["grasped"])
             if info["grasped"] and episode not in first_grasped:
                 first_grasped[episode] = {key: np.array(value) for key, value in obs.items()}
 
@@ -83,9 +83,8 @@ def q_gain_of_full_lift(agent, observations: dict[int, dict]) -> dict[int, float
     lifted[:, 2] = 1.0
     import torch
 
-    tensor = lambda x: torch.as_tensor(x, device=agent.device)  # noqa: E731
-    images = {k: tensor(batch[k]) for k in batch if k != "proprio"}
-    q = [agent.q_values({"obs": images, "proprio": tensor(batch["proprio"]).float(), "actions": tensor(a)})
+    images, proprio, _ = agent._observation_tensors(batch)  # noqa: SLF001  (the tensors agent.act builds)
+    q = [agent.q_values({"obs": images, "proprio": proprio, "actions": torch.as_tensor(a, device=agent.device)})
          for a in (actions, lifted)]
     return {e: float(gain) for e, gain in zip(order, q[1] - q[0])}
 
