@@ -12,16 +12,27 @@ cd "$root"
 
 GL_PACKAGES="libegl1 libegl-mesa0 libgl1 libgles2 libglib2.0-0"
 gl_missing() {
+  # The cache is read whole first: piped into `grep -q`, ldconfig could be cut off by SIGPIPE
+  # once grep had its match, and under pipefail a library found would count as missing.
+  local cache
+  cache="$(ldconfig -p 2>/dev/null || true)"
   for lib in libEGL.so.1 libEGL_mesa.so.0 libGL.so.1 libglib-2.0.so.0; do
-    ldconfig -p 2>/dev/null | grep -q "$lib" || return 0
+    grep -qF "$lib" <<<"$cache" || return 0
   done
   return 1
 }
 if gl_missing; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-    echo "[setup] installing GL libraries for headless rendering: $GL_PACKAGES"
-    DEBIAN_FRONTEND=noninteractive apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $GL_PACKAGES >/dev/null
+    # One install at a time: commands started together on a fresh machine would otherwise
+    # fail on apt's lock; a caller that waited finds the libraries there.
+    exec 8>/tmp/calql_vision_gl.lock
+    flock 8
+    if gl_missing; then
+      echo "[setup] installing GL libraries for headless rendering: $GL_PACKAGES"
+      DEBIAN_FRONTEND=noninteractive apt-get update -qq
+      DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $GL_PACKAGES >/dev/null
+    fi
+    exec 8>&-
   else
     echo "[setup] warning: GL libraries missing; install them with: sudo apt-get install $GL_PACKAGES" >&2
   fi
