@@ -78,15 +78,28 @@ def q_gain_of_full_lift(agent, observations: dict[int, dict]) -> dict[int, float
         return {}
     order = sorted(observations)
     batch = {key: np.stack([observations[e][key] for e in order]) for key in observations[order[0]]}
-    actions = agent.act(batch, deterministic=True).astype(np.float32)
-    lifted = actions.copy()
-    lifted[:, 2] = 1.0
+    _, gains = q_gains_of_setting(agent, batch, dimension=2, values=(1.0,))
+    return {e: float(gain) for e, gain in zip(order, gains[:, 0])}
+
+
+def q_gains_of_setting(agent, batch: dict, dimension: int, values) -> tuple[np.ndarray, np.ndarray]:
+    """The policy's deterministic actions (N, A) on a batch of observations, and per value v
+    the critics' min Q(s, a with a[dimension] = v) - Q(s, a), as (N, len(values))."""
     import torch
 
+    actions = agent.act(batch, deterministic=True).astype(np.float32)
     images, proprio, _ = agent._observation_tensors(batch)  # noqa: SLF001  (the tensors agent.act builds)
-    q = [agent.q_values({"obs": images, "proprio": proprio, "actions": torch.as_tensor(a, device=agent.device)})
-         for a in (actions, lifted)]
-    return {e: float(gain) for e, gain in zip(order, q[1] - q[0])}
+
+    def q(a):
+        return agent.q_values({"obs": images, "proprio": proprio, "actions": torch.as_tensor(a, device=agent.device)})
+
+    base = q(actions)
+    gains = []
+    for value in values:
+        changed = actions.copy()
+        changed[:, dimension] = value
+        gains.append(q(changed) - base)
+    return actions, np.stack(gains, axis=1)
 
 
 def row(episodes: list[dict]) -> dict[str, float]:

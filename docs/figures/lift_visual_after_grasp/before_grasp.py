@@ -39,7 +39,7 @@ from pathlib import Path
 
 import numpy as np
 
-from after_grasp import checkpoint_steps  # this folder's sibling
+from after_grasp import checkpoint_steps, q_gains_of_setting  # this folder's sibling
 
 NEAR = 0.02  # metres: twice the demonstrator's closing tolerance
 PUSHED = 0.02  # metres of the cube's travel across the table
@@ -100,25 +100,11 @@ def gripper_profiles(agent, observations: dict[int, list]) -> dict[int, dict]:
     each g of GRIPPER_GRID (a the policy's deterministic action)."""
     if not observations:
         return {}
-    import torch
-
     episodes = sorted(observations)
     flat = [o for e in episodes for o in observations[e]]
     owner = np.array([e for e in episodes for _ in observations[e]])
     batch = {key: np.stack([o[key] for o in flat]) for key in flat[0]}
-    actions = agent.act(batch, deterministic=True).astype(np.float32)
-    images, proprio, _ = agent._observation_tensors(batch)  # noqa: SLF001  (the tensors agent.act builds)
-
-    def q(a):
-        return agent.q_values({"obs": images, "proprio": proprio, "actions": torch.as_tensor(a, device=agent.device)})
-
-    base = q(actions)
-    gains = []
-    for g in GRIPPER_GRID:
-        changed = actions.copy()
-        changed[:, 6] = g
-        gains.append(q(changed) - base)
-    gains = np.stack(gains, axis=1)  # (states, grid)
+    actions, gains = q_gains_of_setting(agent, batch, dimension=6, values=GRIPPER_GRID)
     return {int(e): {"command": float(actions[owner == e, 6].mean()),
                      "q": [float(v) for v in gains[owner == e].mean(axis=0)]} for e in episodes}
 
